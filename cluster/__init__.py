@@ -1,0 +1,1 @@
+"""Cluster-side tooling: placement and capacity arithmetic, test models, benchmarks."""

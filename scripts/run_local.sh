@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install, build the test models (cached), start Ray and serve configs/local.yaml on
+# http://127.0.0.1:8000 until Ctrl-C; then end every Ray and vLLM process this run started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config="${1:-configs/local.yaml}"
+bash scripts/install.sh cpu
+. .venv/bin/activate
+python -m cluster.testmodels.build
+python -m serve_app.check "$config"
+
+export SPECSERVE_RUN_ID="run-$$-$(date +%s)"
+trap 'python -m cluster.processes kill "$SPECSERVE_RUN_ID"' EXIT
+# The app needs more logical CPUs than a laptop has cores (ingress + one bundle per engine);
+# they are scheduling units only, the engines share the real cores.
+ray start --head --num-cpus=16 --metrics-export-port=8080 --include-dashboard=false --disable-usage-stats
+serve run --address auto "$config"

@@ -1,0 +1,45 @@
+"""`serve run` entry point: `import_path: serve_app.app:build_app`, `args:` an `AppConfig`."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
+from ray.serve.deployment import Application
+from ray.serve.llm import build_llm_deployment
+from ray.serve.llm.ingress import make_fastapi_ingress
+
+from serve_app.config.schema import AppConfig
+from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
+from serve_app.target.llm_config import build_llm_config
+from serve_app.target.server import TargetServer
+
+
+def build_app(args: AppConfig) -> Application:
+    """One target deployment per pool, behind one OpenAI ingress."""
+    pools: dict[str, dict[str, Application]] = {}
+    methods: dict[str, dict[str, str]] = {}
+    cards, defaults, llm_configs = {}, {}, []
+    for model in args.models:
+        pools[model.id], methods[model.id] = {}, {}
+        for pool in model.pools:
+            llm_config = build_llm_config(model, pool)
+            llm_configs.append(llm_config)
+            pools[model.id][pool.name] = build_llm_deployment(
+                llm_config, name_prefix="", deployment_cls=TargetServer,
+                bind_kwargs={"pool": pool.name, "method": pool.speculation.method})
+            methods[model.id][pool.name] = pool.speculation.method
+        defaults[model.id] = model.pool(None).name
+        cards[model.id] = to_model_metadata(model.id, llm_configs[-1])
+
+    options = SpecIngress.get_deployment_options(llm_configs)
+    options.pop("autoscaling_config", None)
+    options.update(num_replicas=args.ingress.num_replicas, max_ongoing_requests=args.ingress.max_ongoing_requests,
+                   ray_actor_options={"num_cpus": 0.5})
+    ingress = make_fastapi_ingress(SpecIngress, endpoint_map=ENDPOINTS)
+    return serve.deployment(ingress, name="ingress", **options).bind(
+        llm_deployments={m: pools[m][defaults[m]] for m in pools},
+        model_cards=cards,
+        pool_deployments=pools,
+        pool_methods=methods,
+        default_pools=defaults,
+    )

@@ -1,0 +1,193 @@
+"""The one schema behind `serve run`, `serve_app.check` and the KubeRay manifest.
+
+It is the `args:` block of a Ray Serve config file; Ray Serve validates it against this model
+when it calls `serve_app.app:build_app`, and `python -m serve_app.check` does the same offline.
+Every check that can be made without a GPU is made here, so a bad config fails at load with
+the field's path and what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cluster.placement import GPU_MEMORY_GIB, plan_model
+from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
+
+K_MAX = 16
+
+SpeculationMethod = Literal[
+    "none", "ngram", "suffix", "draft_model", "eagle", "eagle3", "mtp", "medusa", "mlp_speculator", "custom_class",
+]
+# Methods whose proposer is a separate checkpoint that must be named in `speculation.draft`.
+METHODS_WITH_DRAFT = {"draft_model", "eagle", "eagle3", "medusa", "mlp_speculator"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckpointConfig(_Strict):
+    source: str = Field(description="Local path (relative to the project root) or hub id.")
+    architecture: Architecture | None = Field(
+        None, description="Shape of the model; needed only for hub ids not in the built-in catalogue.")
+
+    def shape(self, field: str) -> Architecture:
+        arch = self.architecture or resolve_architecture(self.source)
+        if arch is None:
+            raise ValueError(
+                f"{field}: cannot tell the shape of '{self.source}' (no config.json there and not a known "
+                f"model); add `architecture:` (num_layers, hidden_size, num_attention_heads, num_kv_heads, "
+                f"head_dim, intermediate_size, vocab_size) under {field}")
+        return arch
+
+
+class SpeculationConfig(_Strict):
+    method: SpeculationMethod = "none"
+    num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX)
+    draft: CheckpointConfig | None = Field(None, description="Draft model or head, for methods that need one.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed as-is into vLLM's speculative_config.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SpeculationConfig":
+        if self.method == "none":
+            if self.num_speculative_tokens is not None or self.draft is not None:
+                raise ValueError("method 'none' takes no num_speculative_tokens or draft; remove them or pick a method")
+            return self
+        if self.num_speculative_tokens is None:
+            raise ValueError(f"method '{self.method}' needs num_speculative_tokens (1..{K_MAX})")
+        if self.method in METHODS_WITH_DRAFT and self.draft is None:
+            raise ValueError(f"method '{self.method}' needs a draft model: set draft.source "
+                             f"(e.g. a local checkpoint path or a hub id)")
+        if self.method not in METHODS_WITH_DRAFT and self.draft is not None:
+            raise ValueError(f"method '{self.method}' does not use a draft model; remove `draft`")
+        return self
+
+    def vllm_config(self) -> dict[str, Any] | None:
+        if self.method == "none":
+            return None
+        cfg: dict[str, Any] = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
+        if self.draft is not None:
+            cfg["model"] = resolve_source(self.draft.source)
+        return {**cfg, **self.options}
+
+
+class AcceleratorConfig(_Strict):
+    kind: Literal["cpu", "gpu"] = "cpu"
+    type: str | None = Field(None, description="Ray accelerator type, e.g. H100, L4, A100-80G (GPU only).")
+    memory_gib: float | None = Field(None, gt=0, description="Memory per GPU; defaults from `type`.")
+
+    @model_validator(mode="after")
+    def _gpu_fields(self) -> "AcceleratorConfig":
+        if self.kind == "cpu" and (self.type or self.memory_gib):
+            raise ValueError("type and memory_gib apply to kind 'gpu' only; remove them or set kind: gpu")
+        if self.kind == "gpu" and self.memory_gib is None:
+            if self.type not in GPU_MEMORY_GIB:
+                raise ValueError(f"set memory_gib for GPU type {self.type!r} (known types: {sorted(GPU_MEMORY_GIB)})")
+            self.memory_gib = GPU_MEMORY_GIB[self.type]
+        return self
+
+
+class AutoscalingConfig(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    # Ray Serve LLM's default is 1e9, which never scales up; a finite default is the point here.
+    target_ongoing_requests: float = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas}); "
+                             f"lower min_replicas or raise max_replicas")
+        return self
+
+
+class PoolConfig(_Strict):
+    """One target deployment: the model's engine with one speculation setup."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    max_ongoing_requests: int = Field(64, ge=1)
+
+
+class ModelConfig(_Strict):
+    id: str = Field(description="The model name clients send in the `model` field.")
+    source: str
+    architecture: Architecture | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int = Field(8192, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    # Activations, CUDA graphs and allocator slack that vLLM keeps apart from weights and KV cache.
+    runtime_overhead_gib: float = Field(2.0, ge=0)
+    accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments.")
+    pools: list[PoolConfig] = Field(min_length=1)
+    default_pool: str | None = Field(None, description="Pool used when a request names none; the first by default.")
+
+    def target(self) -> CheckpointConfig:
+        return CheckpointConfig(source=self.source, architecture=self.architecture)
+
+    def pool(self, name: str | None) -> PoolConfig:
+        name = name or self.default_pool or self.pools[0].name
+        return next(p for p in self.pools if p.name == name)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be unique, got {names}")
+        if self.default_pool is not None and self.default_pool not in names:
+            raise ValueError(f"default_pool '{self.default_pool}' is not a pool; use one of {names}")
+        for key in ("model", "served_model_name", "tensor_parallel_size", "speculative_config", "dtype"):
+            if key in self.engine_kwargs:
+                raise ValueError(f"engine_kwargs.{key} is set by the schema; use the model's own field instead")
+        target = self.target().shape("source")
+        if target.num_attention_heads % self.tensor_parallel_size:
+            raise ValueError(
+                f"tensor_parallel_size {self.tensor_parallel_size} does not divide the {target.num_attention_heads} "
+                f"attention heads of '{self.source}'; use a divisor of {target.num_attention_heads}")
+        for i, pool in enumerate(self.pools):
+            spec = pool.speculation
+            if spec.method == "draft_model":
+                draft = spec.draft.shape(f"pools[{i}].speculation.draft")
+                if draft.vocab_size != target.vocab_size:
+                    raise ValueError(
+                        f"pools[{i}].speculation.draft: vocabulary size {draft.vocab_size} differs from the "
+                        f"target's {target.vocab_size}; draft_model needs a draft that shares the target's tokenizer")
+        if self.accelerator.kind == "gpu":
+            for fit in plan_model(self):
+                if not fit.fits:
+                    raise ValueError(f"pool '{fit.pool}' does not fit: {fit.explain()}")
+        return self
+
+
+class IngressConfig(_Strict):
+    num_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(256, ge=1)
+
+
+class AppConfig(_Strict):
+    """The `args` of the `serve_app.app:build_app` application."""
+
+    models: list[ModelConfig] = Field(min_length=1)
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "AppConfig":
+        ids = [m.id for m in self.models]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"model ids must be unique, got {ids}")
+        return self
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: the field's path, then what is wrong and how to fix it."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<config>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {msg}")
+    return "\n".join(lines)

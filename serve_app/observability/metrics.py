@@ -1,0 +1,46 @@
+"""Prometheus metrics of the app, exported through Ray's metrics agent.
+
+vLLM's engine metrics (spec-decode counters, tokens, TTFT, TPOT) come from vLLM itself via
+Ray Serve LLM (`log_engine_metrics`), labelled by model and ReplicaId. The metrics here add
+what vLLM cannot know: which pool and speculation method served a request, and per-replica
+pool identity. Each is created once per process, on first use.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from ray.serve import metrics
+
+ROUTE_TAGS = ("model", "pool", "method", "request_class")
+LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+
+
+@cache
+def replica_info() -> metrics.Gauge:
+    return metrics.Gauge("specserve_replica_info", "1 per target replica; maps vLLM's ReplicaId to its pool",
+                         tag_keys=("model", "pool", "method", "ReplicaId"))
+
+
+@cache
+def requests() -> metrics.Counter:
+    return metrics.Counter("specserve_requests", "Requests by route and outcome",
+                           tag_keys=(*ROUTE_TAGS, "status"))
+
+
+@cache
+def generated_tokens() -> metrics.Counter:
+    return metrics.Counter("specserve_generated_tokens", "Completion tokens returned", tag_keys=ROUTE_TAGS)
+
+
+@cache
+def time_to_first_token() -> metrics.Histogram:
+    return metrics.Histogram("specserve_time_to_first_token_seconds", "TTFT seen at the ingress (streaming)",
+                             boundaries=LATENCY_BOUNDARIES_S, tag_keys=ROUTE_TAGS)
+
+
+@cache
+def time_per_output_token() -> metrics.Histogram:
+    return metrics.Histogram("specserve_time_per_output_token_seconds",
+                             "Mean time per completion token after the first, seen at the ingress",
+                             boundaries=LATENCY_BOUNDARIES_S, tag_keys=ROUTE_TAGS)

@@ -1,0 +1,23 @@
+"""The target pool replica: Ray Serve LLM's `LLMServer` hosting a vLLM `AsyncLLM`."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve.llm import LLMConfig, LLMServer
+
+from serve_app.observability.metrics import replica_info
+
+
+class TargetServer(LLMServer):
+    """`LLMServer` that also says which pool it serves.
+
+    vLLM's own metrics (exported through Ray) carry only `model_name` and `ReplicaId`; every
+    pool of a model shares the model name, so each replica publishes an info gauge mapping its
+    ReplicaId to its pool and speculation method (join on ReplicaId in PromQL).
+    """
+
+    async def __init__(self, llm_config: LLMConfig, *, pool: str, method: str):
+        await super().__init__(llm_config)
+        replica = serve.get_replica_context().replica_id.unique_id
+        replica_info().set(1, tags={"model": llm_config.model_id, "pool": pool, "method": method,
+                                    "ReplicaId": replica})
