@@ -1,0 +1,1 @@
+"""Benchmarks that drive the running app over HTTP and compare configurations side by side."""

@@ -1,0 +1,87 @@
+"""Closed-loop HTTP load: N concurrent streaming /v1/completions clients over a prompt list."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    ttft_s: float
+    e2e_s: float
+    completion_tokens: int
+    headers: dict[str, str]
+
+    @property
+    def tpot_s(self) -> float | None:
+        if self.completion_tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.completion_tokens - 1)
+
+
+async def stream_completion(client: httpx.AsyncClient, body: dict, headers: dict[str, str]) -> RequestResult:
+    start = time.perf_counter()
+    ttft = None
+    usage: dict = {}
+    async with client.stream("POST", "/v1/completions", json={**body, "stream": True}, headers=headers) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread()).decode()[:300]}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[len("data: "):])
+            if ttft is None and chunk.get("choices"):
+                ttft = time.perf_counter() - start
+            usage = chunk.get("usage") or usage
+        response_headers = dict(resp.headers)
+    e2e = time.perf_counter() - start
+    return RequestResult(ttft if ttft is not None else e2e, e2e, usage.get("completion_tokens", 0), response_headers)
+
+
+async def run_load(base_url: str, bodies: list[dict], concurrency: int,
+                   headers: dict[str, str] | None = None) -> tuple[list[RequestResult], float]:
+    """Send every body with `concurrency` clients in flight; returns results and wall time."""
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    results: list[RequestResult] = []
+    limits = httpx.Limits(max_connections=concurrency * 2)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+        async def worker():
+            while not queue.empty():
+                results.append(await stream_completion(client, queue.get_nowait(), headers or {}))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return results, wall
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def summarize(results: list[RequestResult], wall_s: float) -> dict:
+    tokens = sum(r.completion_tokens for r in results)
+    ttfts = [r.ttft_s for r in results]
+    tpots = [r.tpot_s for r in results if r.tpot_s is not None]
+    return {
+        "requests": len(results),
+        "completion_tokens": tokens,
+        "wall_s": wall_s,
+        "tokens_per_s": tokens / wall_s,
+        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+        "ttft_p99_ms": percentile(ttfts, 99) * 1000,
+        "tpot_p50_ms": percentile(tpots, 50) * 1000,
+        "tpot_p99_ms": percentile(tpots, 99) * 1000,
+    }

@@ -1,0 +1,108 @@
+"""Shared, session-scoped parts: the test models, one Ray cluster, one running Serve app.
+
+Everything the session starts carries SPECSERVE_RUN_ID in its environment and is ended by
+that id at the end (Ray's processes and vLLM's EngineCore/Worker processes alike).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from cluster.processes import RUN_ID_ENV, kill_run, run_processes
+from cluster.testmodels.build import ensure_built
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_CONFIG = ROOT / "configs" / "local.yaml"
+APP_START_DEADLINE_S = 600
+# The ray and serve commands of the interpreter running the tests.
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, deadline_s: float, what: str, interval_s: float = 1.0):
+    """Poll `check` until it returns a truthy value; fail with `what` after the deadline."""
+    end = time.monotonic() + deadline_s
+    last_error = None
+    while time.monotonic() < end:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # the service is not up yet
+            last_error = e
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last error: {last_error!r})")
+
+
+@pytest.fixture(scope="session")
+def test_models() -> dict:
+    return ensure_built()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A private Ray head (own ports, own temp dir), ended by run id at session end."""
+    run_id = f"test-{uuid.uuid4().hex[:8]}"
+    gcs_port, metrics_port = free_port(), free_port()
+    env = {**os.environ, RUN_ID_ENV: run_id}
+    temp_dir = tmp_path_factory.mktemp("ray")
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--num-cpus=16",
+         f"--metrics-export-port={metrics_port}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}"],
+        env=env, check=True, capture_output=True)
+    try:
+        yield {"address": f"127.0.0.1:{gcs_port}", "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
+               "env": env, "run_id": run_id}
+    finally:
+        kill_run(run_id)
+        assert not run_processes(run_id), "processes of the test run outlived the cleanup"
+
+
+@pytest.fixture(scope="session")
+def serve_app(ray_cluster, test_models, tmp_path_factory):
+    """configs/local.yaml served by `serve run`, on a free port; yields its base URL."""
+    config = yaml.safe_load(LOCAL_CONFIG.read_text())
+    port = free_port()
+    config["http_options"]["port"] = port
+    config_path = tmp_path_factory.mktemp("config") / "local.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log = (tmp_path_factory.mktemp("logs") / "serve_run.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "serve"), "run", "--address", ray_cluster["address"], str(config_path)],
+        env=ray_cluster["env"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        assert proc.poll() is None, f"serve run exited early; see {log.name}"
+        return httpx.get(f"{base}/health", timeout=5).status_code == 200
+
+    try:
+        wait_until(ready, APP_START_DEADLINE_S, "the app's /health to report every pool running")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def openai_client(serve_app):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{serve_app}/v1", api_key="unused", max_retries=0, timeout=120)

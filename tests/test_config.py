@@ -1,0 +1,139 @@
+"""Config validation: every error names the field and the fix; both shipped configs pass."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.check import load_apps
+from serve_app.config.schema import AppConfig, format_validation_error
+from tests.conftest import LOCAL_CONFIG, ROOT
+
+PROD_CONFIG = ROOT / "configs" / "prod.yaml"
+
+
+def _args(path=PROD_CONFIG) -> dict:
+    return yaml.safe_load(path.read_text())["applications"][0]["args"]
+
+
+def _error(args: dict) -> str:
+    with pytest.raises(ValidationError) as info:
+        AppConfig.model_validate(args)
+    return format_validation_error(info.value)
+
+
+def _prod_with(**model_changes) -> dict:
+    args = copy.deepcopy(_args())
+    args["models"][0].update(model_changes)
+    return args
+
+
+def _pool(args: dict, name: str) -> dict:
+    return next(p for p in args["models"][0]["pools"] if p["name"] == name)
+
+
+def test_unknown_speculation_method_names_field_and_choices():
+    args = _prod_with()
+    _pool(args, "ngram")["speculation"]["method"] = "telepathy"
+    msg = _error(args)
+    assert "models.0.pools.2.speculation.method" in msg
+    assert "'ngram'" in msg and "'eagle3'" in msg and "'none'" in msg
+
+
+def test_missing_draft_model():
+    args = _prod_with()
+    del _pool(args, "draft")["speculation"]["draft"]
+    msg = _error(args)
+    assert "models.0.pools.1.speculation" in msg
+    assert "needs a draft model: set draft.source" in msg
+
+
+@pytest.mark.parametrize("k", [0, 17, -1])
+def test_k_out_of_range(k):
+    args = _prod_with()
+    _pool(args, "ngram")["speculation"]["num_speculative_tokens"] = k
+    msg = _error(args)
+    assert "models.0.pools.2.speculation.num_speculative_tokens" in msg
+
+
+def test_tp_must_divide_attention_heads():
+    msg = _error(_prod_with(tensor_parallel_size=3))
+    assert "tensor_parallel_size 3 does not divide the 64 attention heads" in msg
+    assert "use a divisor of 64" in msg
+
+
+def test_model_that_does_not_fit_the_gpus():
+    # 70B bf16 over 2 x 24 GB L4s: 66 GB of weights cannot fit in 2 x 21.6 GB.
+    msg = _error(_prod_with(tensor_parallel_size=2, accelerator={"kind": "gpu", "type": "L4"}))
+    assert "pool 'eagle3' does not fit" in msg
+    assert "raise tensor_parallel_size" in msg
+
+
+def test_long_context_that_does_not_fit():
+    msg = _error(_prod_with(max_model_len=2_000_000))
+    assert "DOES NOT FIT" in msg and "max_model_len needs 2000000" in msg
+
+
+def test_draft_vocabulary_must_match_target(tmp_path, test_models):
+    draft_dir = tmp_path / "other-draft"
+    draft_dir.mkdir()
+    cfg = json.loads((ROOT / ".cache/testmodels/draft/config.json").read_text())
+    cfg["vocab_size"] = 4096
+    (draft_dir / "config.json").write_text(json.dumps(cfg))
+    args = copy.deepcopy(_args(LOCAL_CONFIG))
+    _pool(args, "draft")["speculation"]["draft"]["source"] = str(draft_dir)
+    msg = _error(args)
+    assert "vocabulary size 4096 differs from the target's 2048" in msg
+
+
+def test_unknown_hub_model_needs_architecture():
+    msg = _error(_prod_with(source="someorg/unknown-model"))
+    assert "cannot tell the shape of 'someorg/unknown-model'" in msg and "add `architecture:`" in msg
+
+
+def test_unknown_field_is_rejected():
+    msg = _error(_prod_with(tensor_paralel_size=4))
+    assert "models.0.tensor_paralel_size" in msg and "Extra inputs are not permitted" in msg
+
+
+def test_unknown_default_pool():
+    msg = _error(_prod_with(default_pool="eagle5"))
+    assert "default_pool 'eagle5' is not a pool" in msg
+
+
+def test_shipped_configs_validate_with_the_serve_schema(test_models):
+    for path in (LOCAL_CONFIG, PROD_CONFIG, ROOT / "k8s" / "rayservice.yaml"):
+        [(name, app)] = load_apps(path)
+        assert name == "specserve" and app.models
+
+
+def _check(*paths) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serve_app.check", *map(str, paths)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_check_cli_prints_the_plan_for_both_configs(test_models):
+    result = _check(LOCAL_CONFIG, PROD_CONFIG)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "tiny-llama / pool draft (speculation: draft_model)" in out
+    assert "replicas 1..4, TP 4: 4 x GPU H100 per replica" in out
+    assert "fits: per GPU 72.0 GiB usable = weights 32.9" in out
+    assert "total GPU H100: 16 at min replicas, 48 at max replicas" in out
+
+
+def test_check_cli_fails_on_an_invalid_config(tmp_path):
+    config = yaml.safe_load(PROD_CONFIG.read_text())
+    config["applications"][0]["args"]["models"][0]["tensor_parallel_size"] = 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = _check(bad)
+    assert result.returncode == 1
+    assert "applications[specserve].args.models.0" in result.stderr
+    assert "does not divide the 64 attention heads" in result.stderr

@@ -1,0 +1,149 @@
+"""The running app over HTTP with the official openai client: configs/local.yaml on real
+Ray Serve and real vLLM CPU engines (plain, ngram and draft-model pools)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import wait_until
+
+MODEL = "tiny-llama"
+CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
+POOLS = {"plain": "none", "ngram": "ngram", "draft": "draft_model"}
+
+
+def _complete(client, pool: str | None = None, **kwargs):
+    headers = {"x-spec-pool": pool} if pool else {}
+    params = {"model": MODEL, "prompt": CODE, "max_tokens": 24, "temperature": 0.0, **kwargs}
+    return client.completions.with_raw_response.create(extra_headers=headers, **params)
+
+
+def test_models_lists_the_model(openai_client):
+    assert [m.id for m in openai_client.models.list().data] == [MODEL]
+
+
+def test_health_reports_every_pool_running(serve_app):
+    body = httpx.get(f"{serve_app}/health", timeout=10).json()
+    assert body["status"] == "ok"
+    assert {"target-tiny-llama-plain", "target-tiny-llama-ngram", "target-tiny-llama-draft"} <= set(body["deployments"])
+
+
+def test_completion_uses_the_default_pool_and_reports_usage(openai_client):
+    raw = _complete(openai_client)
+    assert raw.headers["x-spec-pool"] == "draft"
+    assert raw.headers["x-spec-method"] == "draft_model"
+    completion = raw.parse()
+    assert completion.model == MODEL
+    assert completion.choices[0].text
+    assert completion.usage.completion_tokens == 24
+    assert completion.usage.prompt_tokens > 0
+
+
+def test_greedy_output_is_the_same_with_every_speculation_method(openai_client):
+    """Speculative decoding is lossless: at temperature 0 every pool returns the plain output."""
+    texts = {}
+    for pool, method in POOLS.items():
+        raw = _complete(openai_client, pool, max_tokens=32)
+        assert raw.headers["x-spec-method"] == method
+        texts[pool] = raw.parse().choices[0].text
+    assert texts["ngram"] == texts["plain"]
+    assert texts["draft"] == texts["plain"]
+
+
+def test_chat_completion(openai_client):
+    chat = openai_client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Write a Python function."}], max_tokens=16,
+        temperature=0.0)
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.choices[0].message.content
+    assert chat.usage.completion_tokens == 16
+
+
+def test_streaming_completion_matches_non_streaming(openai_client):
+    expected = _complete(openai_client).parse().choices[0].text
+    chunks = list(openai_client.completions.create(
+        model=MODEL, prompt=CODE, max_tokens=24, temperature=0.0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == expected
+    assert chunks[-1].usage.completion_tokens == 24
+
+
+def test_streaming_chat_is_server_sent_events(serve_app):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True}
+    with httpx.stream("POST", f"{serve_app}/v1/chat/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert '"usage"' in events[-2]
+
+
+def _error_body(exc: openai.APIStatusError) -> dict:
+    body = exc.response.json()
+    assert set(body["error"]) >= {"message", "type", "code"}, body
+    return body["error"]
+
+
+def test_unknown_model_is_404_in_openai_shape(openai_client):
+    with pytest.raises(openai.NotFoundError) as info:
+        openai_client.completions.create(model="no-such-model", prompt="x", max_tokens=4)
+    assert "no-such-model" in _error_body(info.value)["message"]
+
+
+@pytest.mark.parametrize("params", [
+    {"max_tokens": -1},
+    {"temperature": "hot"},
+    {"max_tokens": 4, "prompt": "word " * 2000},  # longer than max_model_len 1024
+])
+def test_invalid_parameters_are_400(openai_client, params):
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.completions.create(**{"model": MODEL, "prompt": CODE, **params})
+    assert _error_body(info.value)["code"] == 400
+
+
+def test_unknown_pool_is_400(openai_client):
+    with pytest.raises(openai.BadRequestError) as info:
+        _complete(openai_client, "warp-drive")
+    assert "unknown pool 'warp-drive'" in _error_body(info.value)["message"]
+
+
+def test_missing_body_field_is_400(serve_app):
+    response = httpx.post(f"{serve_app}/v1/chat/completions", json={"model": MODEL}, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"]
+
+
+def _samples(text: str, name: str) -> list[tuple[dict, float]]:
+    out = []
+    for m in re.finditer(rf"^{name}\{{(.*?)\}} (\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        out.append((labels, float(m.group(2))))
+    return out
+
+
+def test_prometheus_metrics_tell_pools_apart(openai_client, ray_cluster):
+    for pool in POOLS:
+        _complete(openai_client, pool)
+    url = ray_cluster["metrics_url"]
+
+    def pool_drafts():
+        text = httpx.get(url, timeout=10).text
+        pool_of = {labels["ReplicaId"]: labels["pool"] for labels, _ in _samples(text, "ray_specserve_replica_info")}
+        drafts: dict[str, float] = {}
+        for labels, value in _samples(text, "ray_vllm_spec_decode_num_drafts_total"):
+            pool = pool_of.get(labels.get("ReplicaId"))
+            drafts[pool] = drafts.get(pool, 0) + value
+        requests = {labels["pool"] for labels, _ in _samples(text, "ray_specserve_requests_total")}
+        ttft = _samples(text, "ray_vllm_time_to_first_token_seconds_count")
+        if drafts.get("draft", 0) > 0 and drafts.get("ngram", 0) > 0 and set(POOLS) <= requests and ttft:
+            return text, drafts
+        return None
+
+    text, drafts = wait_until(pool_drafts, 90, "spec-decode counters of the draft and ngram pools", 3)
+    assert drafts.get("plain", 0) == 0  # no speculation, no drafts
+    accepted = _samples(text, "ray_vllm_spec_decode_num_accepted_tokens_per_pos_total")
+    assert {labels["position"] for labels, _ in accepted} >= {"0", "1", "2"}
+    assert _samples(text, "ray_specserve_generated_tokens_total")
