@@ -1,7 +1,7 @@
 """`serve run` entry point: `import_path: serve_app.app:build_app`, `args:` an `AppConfig`."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Ray Serve validates `args` against the
+# builder's annotation only when it is the AppConfig class itself, not a string.
 from ray import serve
 from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
 from ray.serve.deployment import Application
@@ -10,7 +10,7 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from serve_app.config.schema import AppConfig
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
-from serve_app.target.llm_config import build_llm_config
+from serve_app.target.llm_config import build_llm_config, deployment_name
 from serve_app.target.server import TargetServer
 
 
@@ -25,7 +25,7 @@ def build_app(args: AppConfig) -> Application:
             llm_config = build_llm_config(model, pool)
             llm_configs.append(llm_config)
             pools[model.id][pool.name] = build_llm_deployment(
-                llm_config, name_prefix="", deployment_cls=TargetServer,
+                llm_config, deployment_cls=TargetServer, override_serve_options={"name": deployment_name(model, pool)},
                 bind_kwargs={"pool": pool.name, "method": pool.speculation.method})
             methods[model.id][pool.name] = pool.speculation.method
         defaults[model.id] = model.pool(None).name

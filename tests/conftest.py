@@ -90,6 +90,9 @@ def serve_app(ray_cluster, test_models, tmp_path_factory):
 
     def ready():
         assert proc.poll() is None, f"serve run exited early; see {log.name}"
+        # Serve keeps `serve run` alive when the app fails to build; fail fast instead of at the deadline.
+        if "Exception importing application" in Path(log.name).read_text(errors="replace"):
+            pytest.fail(f"the app failed to build; see {log.name}")
         return httpx.get(f"{base}/health", timeout=5).status_code == 200
 
     try:

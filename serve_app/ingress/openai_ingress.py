@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from fastapi import Request, status
+from fastapi import HTTPException, Request, status
 from ray import serve
 from ray.llm._internal.serve.core.configs.openai_api_models import ModelList, OpenAIHTTPException
 from ray.serve.handle import DeploymentHandle
@@ -84,6 +84,15 @@ class SpecIngress(OpenAiIngress):
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
         route = _current_route.get()
         return self._pool_handles[(route.pool.model, route.pool.pool)]
+
+    async def _get_model_id(self, model: str | None) -> str:
+        # The base class raises FastAPI's HTTPException, which FastAPI answers as {"detail": ...}
+        # before the OpenAI error middleware sees it.
+        try:
+            return await super()._get_model_id(model)
+        except HTTPException as e:
+            raise OpenAIHTTPException(status_code=e.status_code, message=e.detail,
+                                      type="NotFoundError" if e.status_code == 404 else "BadRequestError") from e
 
     async def _process_llm_request(self, body, call_method: str, raw_request: Request | None = None) -> Response:
         model_id = await self._get_model_id(body.model)

@@ -58,7 +58,6 @@ def build_llm_config(model: ModelConfig, pool: PoolConfig) -> LLMConfig:
         model_loading_config={"model_id": model.id, "model_source": resolve_source(model.source)},
         engine_kwargs=_engine_kwargs(model, pool),
         deployment_config={
-            "name": deployment_name(model, pool),
             "max_ongoing_requests": pool.max_ongoing_requests,
             "autoscaling_config": {
                 "min_replicas": scaling.min_replicas,
