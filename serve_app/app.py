@@ -17,18 +17,15 @@ from serve_app.target.server import TargetServer
 def build_app(args: AppConfig) -> Application:
     """One target deployment per pool, behind one OpenAI ingress."""
     pools: dict[str, dict[str, Application]] = {}
-    methods: dict[str, dict[str, str]] = {}
-    cards, defaults, llm_configs = {}, {}, []
+    cards, llm_configs = {}, []
     for model in args.models:
-        pools[model.id], methods[model.id] = {}, {}
+        pools[model.id] = {}
         for pool in model.pools:
             llm_config = build_llm_config(model, pool)
             llm_configs.append(llm_config)
             pools[model.id][pool.name] = build_llm_deployment(
                 llm_config, deployment_cls=TargetServer, override_serve_options={"name": deployment_name(model, pool)},
                 bind_kwargs={"pool": pool.name, "method": pool.speculation.method})
-            methods[model.id][pool.name] = pool.speculation.method
-        defaults[model.id] = model.pool(None).name
         cards[model.id] = to_model_metadata(model.id, llm_configs[-1])
 
     options = SpecIngress.get_deployment_options(llm_configs)
@@ -37,9 +34,8 @@ def build_app(args: AppConfig) -> Application:
                    ray_actor_options={"num_cpus": 0.5})
     ingress = make_fastapi_ingress(SpecIngress, endpoint_map=ENDPOINTS)
     return serve.deployment(ingress, name="ingress", **options).bind(
-        llm_deployments={m: pools[m][defaults[m]] for m in pools},
+        llm_deployments={m.id: pools[m.id][m.pool(None).name] for m in args.models},
         model_cards=cards,
         pool_deployments=pools,
-        pool_methods=methods,
-        default_pools=defaults,
+        app_config=args,
     )

@@ -40,7 +40,7 @@ def _pool(args: dict, name: str) -> dict:
 
 def test_unknown_speculation_method_names_field_and_choices():
     args = _prod_with()
-    _pool(args, "ngram")["speculation"]["method"] = "telepathy"
+    _pool(args, "routed")["speculation"]["method"] = "telepathy"
     msg = _error(args)
     assert "models.0.pools.2.speculation.method" in msg
     assert "'ngram'" in msg and "'eagle3'" in msg and "'none'" in msg
@@ -57,7 +57,7 @@ def test_missing_draft_model():
 @pytest.mark.parametrize("k", [0, 17, -1])
 def test_k_out_of_range(k):
     args = _prod_with()
-    _pool(args, "ngram")["speculation"]["num_speculative_tokens"] = k
+    _pool(args, "routed")["speculation"]["num_speculative_tokens"] = k
     msg = _error(args)
     assert "models.0.pools.2.speculation.num_speculative_tokens" in msg
 

@@ -8,18 +8,19 @@ import openai
 import pytest
 
 from cluster.testmodels.corpus import EDIT_MARKER
-from serve_app.observability.scrape import per_pool, samples, scrape
+from serve_app.observability.scrape import per_pool, pool_counters, samples, scrape, settled_pool_counters
 from tests.conftest import wait_until
 
 MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
-POOLS = {"plain": "none", "ngram": "ngram", "draft": "draft_model"}
+# method -> the pool of configs/local.yaml that runs it
+POOL_OF = {"none": "plain", "ngram": "routed", "draft_model": "draft"}
 # A code edit: the answer copies the code above the marker, so prompt lookup finds drafts.
 CODE_EDIT = CODE + "args)\n    return parser.parse_args(argv)\n" + EDIT_MARKER
 
 
-def _complete(client, pool: str | None = None, **kwargs):
-    headers = {"x-spec-pool": pool} if pool else {}
+def _complete(client, method: str | None = None, headers: dict | None = None, **kwargs):
+    headers = {**({"x-spec-method": method} if method else {}), **(headers or {})}
     params = {"model": MODEL, "prompt": CODE, "max_tokens": 24, "temperature": 0.0, **kwargs}
     return client.completions.with_raw_response.create(extra_headers=headers, **params)
 
@@ -31,13 +32,14 @@ def test_models_lists_the_model(openai_client):
 def test_health_reports_every_pool_running(serve_app):
     body = httpx.get(f"{serve_app}/health", timeout=10).json()
     assert body["status"] == "ok"
-    assert {"target-tiny-llama-plain", "target-tiny-llama-ngram", "target-tiny-llama-draft"} <= set(body["deployments"])
+    assert {"target-tiny-llama-plain", "target-tiny-llama-routed", "target-tiny-llama-draft"} <= set(body["deployments"])
 
 
-def test_completion_uses_the_default_pool_and_reports_usage(openai_client):
+def test_completion_is_routed_and_reports_usage(openai_client):
     raw = _complete(openai_client)
-    assert raw.headers["x-spec-pool"] == "draft"
-    assert raw.headers["x-spec-method"] == "draft_model"
+    assert raw.headers["x-request-class"] == "code_edit"  # the classifier saw code
+    assert raw.headers["x-spec-method"] in ("ngram", "draft_model", "none")
+    assert raw.headers["x-spec-pool"] == POOL_OF[raw.headers["x-spec-method"]]
     completion = raw.parse()
     assert completion.model == MODEL
     assert completion.choices[0].text
@@ -48,12 +50,12 @@ def test_completion_uses_the_default_pool_and_reports_usage(openai_client):
 def test_greedy_output_is_the_same_with_every_speculation_method(openai_client):
     """Speculative decoding is lossless: at temperature 0 every pool returns the plain output."""
     texts = {}
-    for pool, method in POOLS.items():
-        raw = _complete(openai_client, pool, max_tokens=32)
-        assert raw.headers["x-spec-method"] == method
-        texts[pool] = raw.parse().choices[0].text
-    assert texts["ngram"] == texts["plain"]
-    assert texts["draft"] == texts["plain"]
+    for method, pool in POOL_OF.items():
+        raw = _complete(openai_client, method, max_tokens=32)
+        assert (raw.headers["x-spec-method"], raw.headers["x-spec-pool"]) == (method, pool)
+        texts[method] = raw.parse().choices[0].text
+    assert texts["ngram"] == texts["none"]
+    assert texts["draft_model"] == texts["none"]
 
 
 def test_chat_completion(openai_client):
@@ -106,10 +108,57 @@ def test_invalid_parameters_are_400(openai_client, params):
     assert _error_body(info.value)["message"]
 
 
-def test_unknown_pool_is_400(openai_client):
+def test_unknown_pool_method_or_class_is_400(openai_client):
+    for headers, message in [({"x-spec-pool": "warp-drive"}, "unknown pool 'warp-drive'"),
+                             ({"x-spec-method": "telepathy"}, "no pool of model 'tiny-llama' runs method 'telepathy'"),
+                             ({"x-request-class": "poetry"}, "unknown request class 'poetry'")]:
+        with pytest.raises(openai.BadRequestError) as info:
+            _complete(openai_client, headers=headers)
+        assert message in _error_body(info.value)["message"]
+
+
+def test_explicit_class_picks_its_method(openai_client):
+    raw = _complete(openai_client, headers={"x-request-class": "bulk"})
+    assert (raw.headers["x-request-class"], raw.headers["x-spec-method"], raw.headers["x-spec-pool"]) == \
+        ("bulk", "none", "plain")
+
+
+def test_parameters_rejected_under_speculation_go_to_the_plain_pool(openai_client):
+    """vLLM refuses min_p and logit_bias when speculation is configured; they still get served."""
+    for params in ({"extra_body": {"min_p": 0.1}}, {"logit_bias": {"17": -100}}):
+        raw = _complete(openai_client, **params)
+        assert (raw.headers["x-spec-pool"], raw.headers["x-spec-reason"]) == ("plain", "unsupported_params")
+        assert raw.parse().usage.completion_tokens == 24
+
+
+def _routed_counters_after(openai_client, metrics_url: str, count: int, **complete_kwargs) -> dict[str, float]:
+    before = pool_counters(metrics_url, "routed")
+    for _ in range(count):
+        assert _complete(openai_client, **complete_kwargs).headers["x-spec-pool"] == "routed"
+    after = settled_pool_counters(metrics_url, "routed", before["requests"] + count)
+    assert after["requests"] >= before["requests"] + count, "the routed pool's counters did not catch up"
+    return {key: after[key] - before[key] for key in after}
+
+
+def test_per_request_method_and_k_reach_the_proposer(openai_client, ray_cluster):
+    """One routed engine: its own spec-decode counters show each request's method and k."""
+    url = ray_cluster["metrics_url"]
+    routed = {"x-spec-pool": "routed"}
+    none = _routed_counters_after(openai_client, url, 2, headers={**routed, "x-spec-method": "none"},
+                                  prompt=CODE_EDIT)
+    assert none["drafts"] == 0 and none["draft_tokens"] == 0
+    ngram = {**routed, "x-spec-method": "ngram"}
+    k1 = _routed_counters_after(openai_client, url, 2, headers={**ngram, "x-spec-k": "1"}, prompt=CODE_EDIT)
+    assert k1["drafts"] > 0 and k1["draft_tokens"] == k1["drafts"]  # exactly one token per draft
+    k4 = _routed_counters_after(openai_client, url, 2, headers={**ngram, "x-spec-k": "4"}, prompt=CODE_EDIT)
+    # up to 4 tokens per draft, and prompt lookup finds matches longer than one token
+    assert k4["drafts"] > 0 and k4["drafts"] < k4["draft_tokens"] <= 4 * k4["drafts"]
+
+
+def test_bad_k_is_400(openai_client):
     with pytest.raises(openai.BadRequestError) as info:
-        _complete(openai_client, "warp-drive")
-    assert "unknown pool 'warp-drive'" in _error_body(info.value)["message"]
+        _complete(openai_client, "ngram", headers={"x-spec-k": "99"})
+    assert "x-spec-k must be an integer from 1 to 8" in _error_body(info.value)["message"]
 
 
 def test_missing_body_field_is_400(serve_app):
@@ -119,22 +168,22 @@ def test_missing_body_field_is_400(serve_app):
 
 
 def test_prometheus_metrics_tell_pools_apart(openai_client, ray_cluster):
-    for pool in POOLS:
-        _complete(openai_client, pool, prompt=CODE_EDIT)
+    for method in POOL_OF:
+        _complete(openai_client, method, prompt=CODE_EDIT)
     url = ray_cluster["metrics_url"]
 
     def spec_counters_of_every_pool():
         text = scrape(url)
         pools = per_pool(text)
         served = {labels["pool"] for labels, _ in samples(text, "ray_specserve_requests_total")}
-        if set(POOLS) <= served and all(pools.get(p, {}).get("requests", 0) > 0 for p in POOLS):
+        if set(POOL_OF.values()) <= served and all(pools.get(p, {}).get("requests", 0) > 0 for p in POOL_OF.values()):
             return text, pools
         return None
 
     text, pools = wait_until(spec_counters_of_every_pool, 90, "every pool's vLLM counters, joined to its pool", 3)
     assert pools["plain"]["drafts"] == 0  # no speculation, no drafts
     assert pools["draft"]["drafts"] > 0 and pools["draft"]["accepted_tokens"] > 0
-    assert pools["ngram"]["drafts"] > 0
+    assert pools["routed"]["drafts"] > 0
     positions = {labels["position"] for labels, _ in samples(text, "ray_vllm_spec_decode_num_accepted_tokens_per_pos_total")}
     assert positions >= {"0", "1", "2"}
     assert samples(text, "ray_vllm_time_to_first_token_seconds_count")

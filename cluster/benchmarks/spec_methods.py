@@ -3,10 +3,11 @@
     python -m cluster.benchmarks.spec_methods [--base-url URL] [--metrics-url URL] [--out DIR]
 
 For each workload (code_edit, free_form) and concurrency (1, 8) it sends the same requests
-to each pool (selected with the x-spec-pool header): no speculation, ngram, draft model.
-Pools are measured one after another in one run after a warm-up, and every speedup is a
-ratio to the no-speculation pool on the same workload and concurrency. Acceptance comes
-from vLLM's own spec-decode counters (scraped from Ray's metrics endpoint, per pool).
+with each speculation method forced (x-spec-method header): none, ngram, draft model. The
+methods are measured one after another in one run after a warm-up, and every speedup is a
+ratio to no speculation on the same workload and concurrency. Acceptance comes from vLLM's
+own spec-decode counters of the pool that served the method (scraped from Ray's metrics
+endpoint).
 Writes DIR/spec_methods.json and DIR/spec_methods.md.
 """
 
@@ -15,31 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from pathlib import Path
 
 from cluster.benchmarks import workloads
 from cluster.benchmarks.http_load import run_load, summarize
-from serve_app.observability.scrape import per_pool, scrape
-
-COUNTER_SETTLE_DEADLINE_S = 60
-
-
-def _pool_counters(metrics_url: str, pool: str) -> dict[str, float]:
-    return per_pool(scrape(metrics_url)).get(pool, {"requests": 0.0, "drafts": 0.0, "draft_tokens": 0.0,
-                                                    "accepted_tokens": 0.0})
-
-
-def _settled_counters(metrics_url: str, pool: str, expected_requests: float) -> dict[str, float]:
-    """Counters once Ray's exporter has caught up with the requests just sent (its report
-    interval lags the engine by seconds)."""
-    deadline = time.monotonic() + COUNTER_SETTLE_DEADLINE_S
-    while True:
-        counters = _pool_counters(metrics_url, pool)
-        if counters["requests"] >= expected_requests or time.monotonic() > deadline:
-            return counters
-        time.sleep(1)
-
+from serve_app.observability.scrape import pool_counters, settled_pool_counters
 
 def _acceptance(before: dict[str, float], after: dict[str, float]) -> dict:
     drafts = after["drafts"] - before["drafts"]
@@ -51,30 +32,32 @@ def _acceptance(before: dict[str, float], after: dict[str, float]) -> dict:
     }
 
 
-def run(base_url: str, metrics_url: str, model: str, pools: list[str], baseline: str,
-        concurrencies: list[int], requests_per_client: int, max_tokens: int) -> list[dict]:
+def run(base_url: str, metrics_url: str, model: str, methods: list[str], concurrencies: list[int],
+        requests_per_client: int, max_tokens: int) -> list[dict]:
     total = requests_per_client * max(concurrencies)
     loads = [workloads.code_edit(total, max_tokens), workloads.free_form(total, max_tokens)]
     body = {"model": model, "temperature": 0.0, "max_tokens": max_tokens, "ignore_eos": True}
 
-    for pool in pools:  # warm-up: engine caches, the ngram proposer's JIT compile
-        asyncio.run(run_load(base_url, [{**body, "prompt": p} for p in loads[0].prompts[:2]], 2,
-                             {"x-spec-pool": pool}))
+    pool_of = {}
+    for method in methods:  # warm-up: engine caches, the ngram proposer's JIT compile
+        results, _ = asyncio.run(run_load(base_url, [{**body, "prompt": p} for p in loads[0].prompts[:2]], 2,
+                                          {"x-spec-method": method}))
+        pool_of[method] = results[0].headers["x-spec-pool"]
 
     rows = []
     for load in loads:
         for concurrency in concurrencies:
             prompts = load.prompts[: requests_per_client * concurrency]
             bodies = [{**body, "prompt": p, "max_tokens": load.max_tokens} for p in prompts]
-            for pool in pools:
-                before = _pool_counters(metrics_url, pool)
-                results, wall = asyncio.run(run_load(base_url, bodies, concurrency, {"x-spec-pool": pool}))
-                after = _settled_counters(metrics_url, pool, before["requests"] + len(results))
-                rows.append({"workload": load.name, "concurrency": concurrency, "pool": pool,
-                             "method": results[0].headers.get("x-spec-method"),
+            for method in methods:
+                pool = pool_of[method]
+                before = pool_counters(metrics_url, pool)
+                results, wall = asyncio.run(run_load(base_url, bodies, concurrency, {"x-spec-method": method}))
+                after = settled_pool_counters(metrics_url, pool, before["requests"] + len(results))
+                rows.append({"workload": load.name, "concurrency": concurrency, "method": method, "pool": pool,
                              **summarize(results, wall), **_acceptance(before, after)})
     for row in rows:
-        base = next(r for r in rows if r["pool"] == baseline and r["workload"] == row["workload"]
+        base = next(r for r in rows if r["method"] == "none" and r["workload"] == row["workload"]
                     and r["concurrency"] == row["concurrency"])
         row["speedup_vs_no_spec"] = row["tokens_per_s"] / base["tokens_per_s"]
     return rows
@@ -101,14 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-url", default="http://127.0.0.1:8000")
     parser.add_argument("--metrics-url", default="http://127.0.0.1:8080/metrics")
     parser.add_argument("--model", default="tiny-llama")
-    parser.add_argument("--pools", default="plain,ngram,draft", help="comma-separated pool names")
-    parser.add_argument("--baseline", default="plain", help="the pool without speculation")
+    parser.add_argument("--methods", default="none,ngram,draft_model", help="comma-separated; must include none")
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
-    rows = run(args.base_url, args.metrics_url, args.model, args.pools.split(","), args.baseline,
+    rows = run(args.base_url, args.metrics_url, args.model, args.methods.split(","),
                [int(c) for c in args.concurrency.split(",")], args.requests_per_client, args.max_tokens)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "spec_methods.json").write_text(json.dumps(rows, indent=2))

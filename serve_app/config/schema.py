@@ -14,12 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cluster.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
+from serve_app.proposer.request_spec import ROUTED_METHODS
 
 K_MAX = 16
 
 SpeculationMethod = Literal[
     "none", "ngram", "suffix", "draft_model", "eagle", "eagle3", "mtp", "medusa", "mlp_speculator", "custom_class",
+    "routed",
 ]
+# `routed`: the project's custom_class proposer, which runs the method and k chosen per request.
+ROUTED_PROPOSER = "serve_app.proposer.routed_proposer.RoutedProposer"
+WORKER_EXTENSION = "serve_app.proposer.worker_extension.SpecControlExtension"
 # Methods whose proposer is a separate checkpoint that must be named in `speculation.draft`.
 METHODS_WITH_DRAFT = {"draft_model", "eagle", "eagle3", "medusa", "mlp_speculator"}
 
@@ -64,10 +69,16 @@ class SpeculationConfig(_Strict):
             raise ValueError(f"method '{self.method}' does not use a draft model; remove `draft`")
         return self
 
+    def methods(self) -> tuple[str, ...]:
+        """The speculation methods a request sent to this pool can get."""
+        return ROUTED_METHODS if self.method == "routed" else (self.method,)
+
     def vllm_config(self) -> dict[str, Any] | None:
         if self.method == "none":
             return None
         cfg: dict[str, Any] = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
+        if self.method == "routed":
+            cfg.update(method="custom_class", model=ROUTED_PROPOSER)
         if self.draft is not None:
             cfg["model"] = resolve_source(self.draft.source)
         return {**cfg, **self.options}
@@ -112,6 +123,47 @@ class PoolConfig(_Strict):
     max_ongoing_requests: int = Field(64, ge=1)
 
 
+class RequestClassConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    methods: list[str] = Field(min_length=1, description="Speculation methods this class may use.")
+    default: str = Field(description="The method the static policy picks, and the learned policy starts from.")
+    num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX, description="k for routed methods.")
+
+    @model_validator(mode="after")
+    def _default_allowed(self) -> "RequestClassConfig":
+        if self.default not in self.methods:
+            raise ValueError(f"default '{self.default}' is not in methods {self.methods}; add it or pick one of them")
+        return self
+
+
+class RouterConfig(_Strict):
+    """How a request's class is found and which speculation method it gets."""
+
+    classes: list[RequestClassConfig] = Field(min_length=1)
+    default_class: str = Field(description="Class of requests the classifier cannot place.")
+    policy: Literal["static", "learned"] = "static"
+    # Learned policy: epsilon-greedy over a class's methods on decode tokens/s, epsilon decaying.
+    exploration: float = Field(0.2, ge=0, le=1)
+    exploration_decay: float = Field(0.98, gt=0, le=1)
+    min_exploration: float = Field(0.02, ge=0, le=1)
+    reward_smoothing: float = Field(0.3, gt=0, le=1, description="EWMA weight of the newest reward.")
+    # Under load, verifying drafts costs more than it saves: above this many requests in flight
+    # per target replica, requests go without speculation.
+    high_load_in_flight: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _default_class_exists(self) -> "RouterConfig":
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        if self.default_class not in names:
+            raise ValueError(f"default_class '{self.default_class}' is not a class; use one of {names}")
+        return self
+
+    def request_class(self, name: str) -> RequestClassConfig:
+        return next(c for c in self.classes if c.name == name)
+
+
 class ModelConfig(_Strict):
     id: str = Field(description="The model name clients send in the `model` field.")
     source: str
@@ -125,7 +177,9 @@ class ModelConfig(_Strict):
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments.")
     pools: list[PoolConfig] = Field(min_length=1)
-    default_pool: str | None = Field(None, description="Pool used when a request names none; the first by default.")
+    default_pool: str | None = Field(None, description="Pool used when a request names none and there is no router; "
+                                                       "the first by default.")
+    router: RouterConfig | None = Field(None, description="Per-request choice of speculation method.")
 
     def target(self) -> CheckpointConfig:
         return CheckpointConfig(source=self.source, architecture=self.architecture)
@@ -133,6 +187,13 @@ class ModelConfig(_Strict):
     def pool(self, name: str | None) -> PoolConfig:
         name = name or self.default_pool or self.pools[0].name
         return next(p for p in self.pools if p.name == name)
+
+    def pool_for_method(self, method: str) -> PoolConfig | None:
+        """The pool that serves `method`: a dedicated pool first (for "none" that avoids the
+        speculation path altogether), else a routed pool that runs it per request."""
+        dedicated = [p for p in self.pools if p.speculation.method == method]
+        routed = [p for p in self.pools if method in p.speculation.methods()]
+        return (dedicated or routed or [None])[0]
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -157,6 +218,13 @@ class ModelConfig(_Strict):
                     raise ValueError(
                         f"pools[{i}].speculation.draft: vocabulary size {draft.vocab_size} differs from the "
                         f"target's {target.vocab_size}; draft_model needs a draft that shares the target's tokenizer")
+        if self.router is not None:
+            for c, request_class in enumerate(self.router.classes):
+                for method in request_class.methods:
+                    if self.pool_for_method(method) is None:
+                        raise ValueError(
+                            f"router.classes[{c}] ({request_class.name}) allows method '{method}' but no pool serves "
+                            f"it; add a pool with speculation.method '{method}' (or 'routed' for {ROUTED_METHODS})")
         if self.accelerator.kind == "gpu":
             for fit in plan_model(self):
                 if not fit.fits:

@@ -1,9 +1,9 @@
-"""OpenAI-compatible HTTP ingress that sends each request to one target pool of its model.
+"""OpenAI-compatible HTTP ingress that routes each request to a target pool and method.
 
 Built on Ray Serve LLM's `OpenAiIngress` (request parsing, streaming, OpenAI error shape):
-this class only decides the pool per request and reports it. The decision is kept in a
-context variable for the duration of the request, because the base class asks for a handle
-by model id alone (`_get_configured_serve_handle`).
+this class decides, per request, its class, its speculation method and the pool serving it,
+and reports them. The decision is kept in a context variable for the duration of the request,
+because the base class asks for a handle by model id alone (`_get_configured_serve_handle`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -23,11 +24,18 @@ from ray.serve.llm.ingress import OpenAiIngress
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.entrypoints.generate.base.protocol import StreamOptions
 
+from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig
 from serve_app.observability import metrics
+from serve_app.proposer.request_spec import RequestSpec
+from serve_app.router.classifier import classify, features
+from serve_app.router.policy import Policy
 
 POOL_HEADER = "x-spec-pool"
 METHOD_HEADER = "x-spec-method"
 CLASS_HEADER = "x-request-class"
+REASON_HEADER = "x-spec-reason"
+K_HEADER = "x-spec-k"
+DEFAULT_CLASS = "default"
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models", response_model=ModelList),
@@ -39,51 +47,107 @@ ENDPOINTS = {
 
 
 @dataclass(frozen=True)
-class PoolInfo:
-    model: str
-    pool: str
-    method: str
-
-
-@dataclass(frozen=True)
 class Route:
-    pool: PoolInfo
+    model: str
+    pool: PoolConfig
+    method: str
     request_class: str
+    reason: str  # explicit | default | unsupported_params | or the policy's reason
 
     def tags(self) -> dict[str, str]:
-        return {"model": self.pool.model, "pool": self.pool.pool, "method": self.pool.method,
+        return {"model": self.model, "pool": self.pool.name, "method": self.method,
                 "request_class": self.request_class}
 
 
 _current_route: ContextVar[Route] = ContextVar("current_route")
 
 
+def _bad_request(message: str) -> OpenAIHTTPException:
+    return OpenAIHTTPException(status_code=status.HTTP_400_BAD_REQUEST, message=message, type="BadRequestError")
+
+
+def _needs_plain_decoding(body) -> str | None:
+    """vLLM rejects these sampling parameters whenever speculation is configured."""
+    if getattr(body, "min_p", None):
+        return "min_p"
+    if getattr(body, "logit_bias", None):
+        return "logit_bias"
+    return None
+
+
 class SpecIngress(OpenAiIngress):
     def __init__(self, llm_deployments: dict[str, DeploymentHandle], model_cards: dict, *,
-                 pool_deployments: dict[str, dict[str, DeploymentHandle]], pool_methods: dict[str, dict[str, str]],
-                 default_pools: dict[str, str]):
+                 pool_deployments: dict[str, dict[str, DeploymentHandle]], app_config: AppConfig):
         super().__init__(llm_deployments, model_cards)
         self._pool_handles = {
             (model, pool): handle.options(stream=True)
             for model, pools in pool_deployments.items() for pool, handle in pools.items()
         }
-        self._pools = {model: {pool: PoolInfo(model, pool, method) for pool, method in methods.items()}
-                       for model, methods in pool_methods.items()}
-        self._default_pools = default_pools
+        self._models = {m.id: m for m in app_config.models}
+        self._policies = {m.id: Policy(m.router) for m in app_config.models if m.router is not None}
+        self._in_flight: Counter[tuple[str, str]] = Counter()
 
-    def _route(self, model_id: str, request: Request) -> Route:
-        pools = self._pools[model_id]
-        name = request.headers.get(POOL_HEADER) or self._default_pools[model_id]
-        if name not in pools:
-            raise OpenAIHTTPException(
-                status_code=status.HTTP_400_BAD_REQUEST, type="BadRequestError",
-                message=f"unknown pool '{name}' in header {POOL_HEADER} for model '{model_id}'; "
-                        f"pools: {sorted(pools)}")
-        return Route(pools[name], request.headers.get(CLASS_HEADER, "default"))
+    def _route(self, model: ModelConfig, body, headers) -> Route:
+        request_class = self._request_class(model, body, headers)
+        if pool_name := headers.get(POOL_HEADER):
+            pool = next((p for p in model.pools if p.name == pool_name), None)
+            if pool is None:
+                raise _bad_request(f"unknown pool '{pool_name}' in header {POOL_HEADER} for model '{model.id}'; "
+                                   f"pools: {[p.name for p in model.pools]}")
+            method = headers.get(METHOD_HEADER) or pool.speculation.methods()[0]
+            if method not in pool.speculation.methods():
+                raise _bad_request(f"pool '{pool.name}' cannot run method '{method}'; it runs "
+                                   f"{list(pool.speculation.methods())}")
+            return Route(model.id, pool, method, request_class, "explicit")
+        if param := _needs_plain_decoding(body):
+            pool = next((p for p in model.pools if p.speculation.method == "none"), None)
+            if pool is None:
+                raise _bad_request(f"'{param}' cannot be used with speculative decoding and model '{model.id}' has "
+                                   f"no pool without it; remove '{param}'")
+            return Route(model.id, pool, "none", request_class, "unsupported_params")
+        if method := headers.get(METHOD_HEADER):
+            reason = "explicit"
+        elif model.id in self._policies:
+            choice = self._policies[model.id].choose(request_class, self._load(model))
+            method, reason = choice.method, choice.reason
+        else:
+            pool = model.pool(None)
+            return Route(model.id, pool, pool.speculation.methods()[0], request_class, "default")
+        pool = model.pool_for_method(method)
+        if pool is None:
+            raise _bad_request(f"no pool of model '{model.id}' runs method '{method}'")
+        return Route(model.id, pool, method, request_class, reason)
+
+    def _request_class(self, model: ModelConfig, body, headers) -> str:
+        if model.router is None:
+            return headers.get(CLASS_HEADER, DEFAULT_CLASS)
+        names = {c.name for c in model.router.classes}
+        explicit = headers.get(CLASS_HEADER)
+        if explicit is not None and explicit not in names:
+            raise _bad_request(f"unknown request class '{explicit}' in header {CLASS_HEADER}; classes: {sorted(names)}")
+        return explicit or classify(features(body), names, model.router.default_class)
+
+    @staticmethod
+    def _routed_k(model: ModelConfig, route: Route, headers) -> int:
+        """k for a request on a routed pool: the x-spec-k header, else its class's k, else k_max."""
+        k_max = route.pool.speculation.num_speculative_tokens
+        if explicit := headers.get(K_HEADER):
+            if not explicit.isdigit() or not 1 <= int(explicit) <= k_max:
+                raise _bad_request(f"header {K_HEADER} must be an integer from 1 to {k_max} for pool "
+                                   f"'{route.pool.name}', got '{explicit}'")
+            return int(explicit)
+        if model.router is not None and route.request_class in {c.name for c in model.router.classes}:
+            return model.router.request_class(route.request_class).num_speculative_tokens or k_max
+        return k_max
+
+    def _load(self, model: ModelConfig) -> float:
+        """Requests in flight through this ingress per target replica (at the pools' minimum size)."""
+        replicas = sum(max(1, p.autoscaling.min_replicas) for p in model.pools)
+        return sum(n for (m, _), n in self._in_flight.items() if m == model.id) / replicas
 
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
         route = _current_route.get()
-        return self._pool_handles[(route.pool.model, route.pool.pool)]
+        return self._pool_handles[(route.model, route.pool.name)]
 
     async def _get_model_id(self, model: str | None) -> str:
         # The base class raises FastAPI's HTTPException, which FastAPI answers as {"detail": ...}
@@ -97,28 +161,33 @@ class SpecIngress(OpenAiIngress):
     async def _process_llm_request(self, body, call_method: str, raw_request: Request | None = None) -> Response:
         model_id = await self._get_model_id(body.model)
         body.model = model_id
-        route = self._route(model_id, raw_request)
+        model = self._models[model_id]
+        route = self._route(model, body, raw_request.headers)
+        metrics.router_choices().inc(tags={"model": model_id, "request_class": route.request_class,
+                                           "method": route.method, "reason": route.reason})
+        if route.pool.speculation.method == "routed":
+            k = self._routed_k(model, route, raw_request.headers)
+            body.vllm_xargs = {**(body.vllm_xargs or {}), **RequestSpec(route.method, k).to_xargs()}
         if getattr(body, "stream", False):
             # `usage` in every answer, streaming too: vLLM then ends the stream with a usage chunk.
             body.stream_options = body.stream_options or StreamOptions(include_usage=True)
-        tags = route.tags()
-        start = time.perf_counter()
+        observer = _Observer(self, route)
         token = _current_route.set(route)
         try:
             response = await super()._process_llm_request(body, call_method, raw_request)
         except Exception as e:
-            code = getattr(e, "status_code", 500)
-            metrics.requests().inc(tags={**tags, "status": str(code)})
+            observer.failed(getattr(e, "status_code", 500))
             raise
         finally:
             _current_route.reset(token)
-        response.headers[POOL_HEADER] = route.pool.pool
-        response.headers[METHOD_HEADER] = route.pool.method
+        response.headers[POOL_HEADER] = route.pool.name
+        response.headers[METHOD_HEADER] = route.method
         response.headers[CLASS_HEADER] = route.request_class
+        response.headers[REASON_HEADER] = route.reason
         if isinstance(response, StreamingResponse):
-            response.body_iterator = _observe_stream(response.body_iterator, tags, start)
+            response.body_iterator = observer.stream(response.body_iterator)
         else:
-            _observe_usage(json.loads(response.body), tags, time.perf_counter() - start, None)
+            observer.finished(json.loads(response.body), ttft_s=None)
         return response
 
     async def health(self) -> JSONResponse:
@@ -132,27 +201,54 @@ class SpecIngress(OpenAiIngress):
                             status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
-def _observe_usage(payload: dict, tags: dict[str, str], elapsed_s: float, ttft_s: float | None) -> None:
-    usage = payload.get("usage") or {}
-    tokens = usage.get("completion_tokens", 0)
-    metrics.requests().inc(tags={**tags, "status": "200"})
-    metrics.generated_tokens().inc(tokens, tags=tags)
-    if ttft_s is not None:
-        metrics.time_to_first_token().observe(ttft_s, tags=tags)
-    if tokens > 1:
-        metrics.time_per_output_token().observe((elapsed_s - (ttft_s or 0)) / (tokens - (ttft_s is not None)),
-                                                tags=tags)
+class _Observer:
+    """One request's in-flight count, metrics and policy feedback, from start to last byte."""
 
+    def __init__(self, ingress: SpecIngress, route: Route):
+        self.ingress, self.route, self.tags = ingress, route, route.tags()
+        self.start = time.perf_counter()
+        self.key = (route.model, route.pool.name)
+        ingress._in_flight[self.key] += 1
+        self.done = False
 
-async def _observe_stream(chunks: AsyncIterator[str], tags: dict[str, str], start: float) -> AsyncIterator[str]:
-    ttft = None
-    last_usage: dict = {}
-    async for chunk in chunks:
-        if ttft is None:
-            ttft = time.perf_counter() - start
-        if '"usage":{' in chunk or '"usage": {' in chunk:
-            for line in chunk.splitlines():
-                if line.startswith("data: {") and '"usage"' in line:
-                    last_usage = json.loads(line[len("data: "):])
-        yield chunk
-    _observe_usage(last_usage, tags, time.perf_counter() - start, ttft)
+    def _leave(self) -> None:
+        if not self.done:
+            self.done = True
+            self.ingress._in_flight[self.key] -= 1
+
+    def failed(self, code: int) -> None:
+        self._leave()
+        metrics.requests().inc(tags={**self.tags, "status": str(code)})
+
+    def finished(self, payload: dict, ttft_s: float | None) -> None:
+        self._leave()
+        elapsed = time.perf_counter() - self.start
+        tokens = (payload.get("usage") or {}).get("completion_tokens", 0)
+        metrics.requests().inc(tags={**self.tags, "status": "200"})
+        metrics.generated_tokens().inc(tokens, tags=self.tags)
+        if ttft_s is not None:
+            metrics.time_to_first_token().observe(ttft_s, tags=self.tags)
+        decode_tokens = tokens - (ttft_s is not None)
+        decode_s = elapsed - (ttft_s or 0)
+        if decode_tokens > 0 and decode_s > 0:
+            metrics.time_per_output_token().observe(decode_s / decode_tokens, tags=self.tags)
+            policy = self.ingress._policies.get(self.route.model)
+            if policy is not None and self.route.reason not in ("explicit", "unsupported_params", "high_load"):
+                policy.observe(self.route.request_class, self.route.method, decode_tokens / decode_s)
+
+    async def stream(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+        ttft = None
+        last_usage: dict = {}
+        try:
+            async for chunk in chunks:
+                if ttft is None:
+                    ttft = time.perf_counter() - self.start
+                if '"usage":{' in chunk or '"usage": {' in chunk:
+                    for line in chunk.splitlines():
+                        if line.startswith("data: {") and '"usage"' in line:
+                            last_usage = json.loads(line[len("data: "):])
+                yield chunk
+        except BaseException:
+            self.failed(500)
+            raise
+        self.finished(last_usage, ttft)

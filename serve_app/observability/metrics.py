@@ -44,3 +44,9 @@ def time_per_output_token() -> metrics.Histogram:
     return metrics.Histogram("specserve_time_per_output_token_seconds",
                              "Mean time per completion token after the first, seen at the ingress",
                              boundaries=LATENCY_BOUNDARIES_S, tag_keys=ROUTE_TAGS)
+
+
+@cache
+def router_choices() -> metrics.Counter:
+    return metrics.Counter("specserve_router_choices", "Speculation method chosen per request and why",
+                           tag_keys=("model", "request_class", "method", "reason"))

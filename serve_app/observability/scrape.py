@@ -6,6 +6,7 @@ to its pool, so per-pool sums join the two here, as a PromQL `group_left` would.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import httpx
@@ -42,3 +43,19 @@ def per_pool(text: str) -> dict[str, dict[str, float]]:
             if pool is not None:
                 totals[pool][key] += value
     return dict(totals)
+
+
+def pool_counters(url: str, pool: str) -> dict[str, float]:
+    return per_pool(scrape(url)).get(pool, dict.fromkeys(SPEC_COUNTERS, 0.0))
+
+
+def settled_pool_counters(url: str, pool: str, min_requests: float, deadline_s: float = 60) -> dict[str, float]:
+    """A pool's counters once they count `min_requests` finished requests: Ray's exporter lags
+    the engine by seconds, and the spec counters of a request are recorded before it finishes.
+    Returns the last reading if the deadline passes first."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        counters = pool_counters(url, pool)
+        if counters["requests"] >= min_requests or time.monotonic() > deadline:
+            return counters
+        time.sleep(1)

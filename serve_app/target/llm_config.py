@@ -12,7 +12,7 @@ import re
 from ray.serve.llm import LLMConfig
 
 from serve_app.config.architecture import resolve_source
-from serve_app.config.schema import ModelConfig, PoolConfig
+from serve_app.config.schema import WORKER_EXTENSION, ModelConfig, PoolConfig
 
 # Small enough for a laptop; the test models need far less.
 DEFAULT_CPU_KVCACHE_GIB = "1"
@@ -34,6 +34,8 @@ def _engine_kwargs(model: ModelConfig, pool: PoolConfig) -> dict:
     spec = pool.speculation.vllm_config()
     if spec is not None:
         kwargs["speculative_config"] = spec
+    if pool.speculation.method == "routed":
+        kwargs["worker_extension_cls"] = WORKER_EXTENSION
     return {**kwargs, **model.engine_kwargs}
 
 

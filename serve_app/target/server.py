@@ -24,6 +24,11 @@ class TargetServer(LLMServer):
 
     async def __init__(self, llm_config: LLMConfig, *, pool: str, method: str):
         await super().__init__(llm_config)
+        if method == "routed":
+            # The routed proposer drafts nothing until it can map batch rows to requests.
+            attached = await self.collective_rpc("attach_routed_proposer")
+            if not all(attached):
+                raise RuntimeError(f"pool {pool}: the routed proposer did not attach in every worker: {attached}")
         replica = serve.get_replica_context().replica_id.unique_id
         self._info_tags = {"model": llm_config.model_id, "pool": pool, "method": method, "ReplicaId": replica}
         self._info_task = asyncio.get_running_loop().create_task(self._publish_replica_info())

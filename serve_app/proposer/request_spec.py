@@ -1,0 +1,39 @@
+"""What one request asks of the routed proposer, carried in `SamplingParams.extra_args`.
+
+The ingress puts these keys into the OpenAI body's `vllm_xargs`; vLLM hands them to the
+engine as `extra_args` unchanged, so the choice travels with the request into the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+METHOD_KEY = "spec_method"
+K_KEY = "spec_k"
+
+# Methods the routed proposer runs per request inside one target engine.
+RoutedMethod = Literal["none", "ngram"]
+ROUTED_METHODS: tuple[str, ...] = ("ngram", "none")
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    method: str = "none"
+    k: int = 0
+
+    def to_xargs(self) -> dict[str, Any]:
+        return {METHOD_KEY: self.method, K_KEY: self.k}
+
+    @classmethod
+    def from_extra_args(cls, extra: dict[str, Any] | None, k_max: int) -> "RequestSpec":
+        """Unknown or missing values mean no speculation: a bad hint must not fail a request."""
+        extra = extra or {}
+        method = extra.get(METHOD_KEY, "none")
+        try:
+            k = max(0, min(int(extra.get(K_KEY, 0)), k_max))
+        except (TypeError, ValueError):
+            k = 0
+        if method not in ROUTED_METHODS or k == 0:
+            return cls()
+        return cls(method, k)

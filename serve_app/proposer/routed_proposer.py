@@ -1,0 +1,70 @@
+"""vLLM `custom_class` proposer that drafts per request with the method and k it was routed to.
+
+vLLM fixes the speculation method and k at engine start; this proposer is built once per
+worker with k_max and, at each step, reads every batch row's request (`extra_args`, see
+`request_spec.py`) to decide what to propose for it: nothing, or an ngram prompt-lookup draft
+of that request's own k. The model runner (needed to map batch rows to requests) is handed
+over by `SpecControlExtension.attach_routed_proposer` once the engine is up; until then every
+row gets no draft, which is plain decoding.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from vllm.config import VllmConfig
+from vllm.v1.spec_decode.ngram_proposer import NgramProposer
+
+from serve_app.proposer.request_spec import RequestSpec
+
+DEFAULT_PROMPT_LOOKUP = (2, 4)
+
+
+class RoutedProposer:
+    def __init__(self, vllm_config: VllmConfig):
+        spec = vllm_config.speculative_config
+        self.k_max = spec.num_speculative_tokens
+        self.runner = None
+        lookup_min = spec.prompt_lookup_min or DEFAULT_PROMPT_LOOKUP[0]
+        lookup_max = spec.prompt_lookup_max or max(lookup_min, DEFAULT_PROMPT_LOOKUP[1])
+        # NgramProposer reads only these fields; `custom_class` configs leave the lookup unset.
+        self.ngram = NgramProposer(SimpleNamespace(
+            speculative_config=SimpleNamespace(prompt_lookup_min=lookup_min, prompt_lookup_max=lookup_max,
+                                               num_speculative_tokens=self.k_max),
+            model_config=vllm_config.model_config,
+            scheduler_config=vllm_config.scheduler_config,
+            parallel_config=vllm_config.parallel_config,
+        ))
+
+    def attach(self, runner) -> None:
+        self.runner = runner
+
+    def load_model(self, *args, **kwargs) -> None:
+        """No weights: the drafts come from the request's own tokens."""
+
+    def request_specs(self, num_rows: int) -> list[RequestSpec]:
+        batch, requests = self.runner.input_batch, self.runner.requests
+        specs = []
+        for req_id in batch.req_ids[:num_rows]:
+            state = requests.get(req_id)
+            extra = state.sampling_params.extra_args if state is not None and state.sampling_params else None
+            specs.append(RequestSpec.from_extra_args(extra, self.k_max))
+        return specs
+
+    def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,
+                token_ids_cpu: np.ndarray, slot_mappings=None) -> list[list[int]]:
+        rows = len(sampled_token_ids)
+        drafts: list[list[int]] = [[] for _ in range(rows)]
+        if self.runner is None:
+            return drafts
+        specs = self.request_specs(rows)
+        ngram_rows = {i for i, s in enumerate(specs) if s.method == "ngram"}
+        if ngram_rows:
+            # One batched lookup at the largest k asked for; each row is then cut to its own k.
+            only_ngram = [ids if i in ngram_rows else [] for i, ids in enumerate(sampled_token_ids)]
+            k = max(specs[i].k for i in ngram_rows)
+            proposed = self.ngram.propose(k, only_ngram, num_tokens_no_spec, token_ids_cpu)
+            for i in ngram_rows:
+                drafts[i] = list(proposed[i][: specs[i].k])
+        return drafts

@@ -1,0 +1,137 @@
+"""Request classes and the method policy, without engines (the HTTP tests cover them live)."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.config.schema import AppConfig, RouterConfig, format_validation_error
+from serve_app.proposer.request_spec import RequestSpec
+from serve_app.router.classifier import classify, features
+from serve_app.router.policy import Policy
+from tests.conftest import LOCAL_CONFIG, ROOT
+
+CLASSES = {"code_edit", "summarize", "agentic", "chat", "bulk"}
+CODE = "def area(r):\n    import math\n    return math.pi * r * r\n\nclass Circle:\n    pass\n"
+
+
+def _completion(prompt: str, **kw):
+    return SimpleNamespace(prompt=prompt, **kw)
+
+
+def _chat(text: str, **kw):
+    return SimpleNamespace(messages=[{"role": "user", "content": text}], **kw)
+
+
+@pytest.mark.parametrize("body, expected", [
+    (_chat("Rename r to radius in this code:\n" + CODE), "code_edit"),
+    (_completion(CODE + "\n# edited version:\n"), "code_edit"),
+    (_completion(CODE), "code_edit"),
+    (_chat("Summarize the key points of this report: " + "sales grew. " * 20), "summarize"),
+    (_chat("lorem ipsum dolor sit amet " * 100), "summarize"),  # long prose
+    (_chat("what's the weather?", tools=[{"type": "function", "function": {"name": "weather"}}]), "agentic"),
+    (_chat("write five taglines", n=5), "bulk"),
+    (_chat("Tell me a story about a dragon."), "chat"),
+])
+def test_classifier(body, expected):
+    assert classify(features(body), CLASSES, "chat") == expected
+
+
+def test_classifier_only_returns_declared_classes():
+    assert classify(features(_chat("hi", tools=[{"x": 1}])), {"chat"}, "chat") == "chat"
+
+
+def _router(**overrides) -> RouterConfig:
+    base = {"default_class": "chat", "classes": [
+        {"name": "code_edit", "methods": ["ngram", "draft_model"], "default": "ngram"},
+        {"name": "chat", "methods": ["draft_model", "ngram"], "default": "draft_model"},
+    ]}
+    return RouterConfig.model_validate({**base, **overrides})
+
+
+def test_static_policy_returns_the_class_default():
+    policy = Policy(_router(policy="static"))
+    assert policy.choose("code_edit", 0).method == "ngram"
+    assert policy.choose("chat", 0).method == "draft_model"
+    assert policy.choose("chat", 0).reason == "static"
+
+
+def test_high_load_drops_to_no_speculation():
+    policy = Policy(_router(policy="static", high_load_in_flight=4))
+    choice = policy.choose("chat", 5)
+    assert (choice.method, choice.reason) == ("none", "high_load")
+    assert policy.choose("chat", 4).method == "draft_model"
+
+
+def test_learned_policy_tries_every_method_then_keeps_the_fastest():
+    policy = Policy(_router(policy="learned", exploration=0.3, exploration_decay=0.9, min_exploration=0.0))
+    speed = {"ngram": 40.0, "draft_model": 25.0, "none": 30.0}  # decode tokens/s per method
+    tried = []
+    for _ in range(3):
+        choice = policy.choose("chat", 0)
+        assert choice.reason == "explore"
+        tried.append(choice.method)
+        policy.observe("chat", choice.method, speed[choice.method])
+    assert tried[0] == "draft_model" and set(tried) == set(speed)
+    choices = []
+    for _ in range(200):
+        choice = policy.choose("chat", 0)
+        policy.observe("chat", choice.method, speed[choice.method])
+        choices.append(choice.method)
+    assert choices[-50:] == ["ngram"] * 50  # exploration decayed to zero on the best method
+    assert choices.count("ngram") > 150
+
+
+def test_learned_policy_falls_back_to_none_when_speculation_stops_paying():
+    """Acceptance below break-even shows as a lower decode rate than plain decoding."""
+    policy = Policy(_router(policy="learned", exploration=0.0, min_exploration=0.0))
+    for method, rate in [("ngram", 40.0), ("draft_model", 30.0), ("none", 35.0)]:
+        policy.observe("code_edit", method, rate)
+    assert policy.choose("code_edit", 0).method == "ngram"
+    for _ in range(10):  # the workload shifts: ngram drafts stop being accepted
+        policy.observe("code_edit", "ngram", 20.0)
+    choice = policy.choose("code_edit", 0)
+    assert (choice.method, choice.reason) == ("none", "exploit")
+
+
+def test_request_spec_from_extra_args_is_safe():
+    assert RequestSpec.from_extra_args({"spec_method": "ngram", "spec_k": 3}, 8) == RequestSpec("ngram", 3)
+    assert RequestSpec.from_extra_args({"spec_method": "ngram", "spec_k": 99}, 8) == RequestSpec("ngram", 8)
+    for bad in (None, {}, {"spec_method": "telepathy", "spec_k": 2}, {"spec_method": "ngram", "spec_k": "x"},
+                {"spec_method": "ngram", "spec_k": 0}):
+        assert RequestSpec.from_extra_args(bad, 8) == RequestSpec("none", 0)
+
+
+def _local_args() -> dict:
+    return copy.deepcopy(yaml.safe_load(LOCAL_CONFIG.read_text())["applications"][0]["args"])
+
+
+def test_router_method_without_a_pool_is_a_config_error(test_models):
+    args = _local_args()
+    args["models"][0]["router"]["classes"][0]["methods"].append("eagle3")
+    with pytest.raises(ValidationError) as info:
+        AppConfig.model_validate(args)
+    msg = format_validation_error(info.value)
+    assert "router.classes[0] (code_edit) allows method 'eagle3' but no pool serves it" in msg
+
+
+def test_router_default_must_be_allowed(test_models):
+    args = _local_args()
+    args["models"][0]["router"]["classes"][0]["default"] = "none"
+    with pytest.raises(ValidationError) as info:
+        AppConfig.model_validate(args)
+    assert "default 'none' is not in methods" in format_validation_error(info.value)
+
+
+def test_methods_resolve_to_pools(test_models):
+    model = AppConfig.model_validate(_local_args()).models[0]
+    assert model.pool_for_method("ngram").name == "routed"
+    assert model.pool_for_method("draft_model").name == "draft"
+    assert model.pool_for_method("none").name == "plain"  # a dedicated pool beats the routed one
+    prod = yaml.safe_load((ROOT / "configs/prod.yaml").read_text())["applications"][0]["args"]
+    prod_model = AppConfig.model_validate(prod).models[0]
+    assert prod_model.pool_for_method("eagle3").name == "eagle3"
