@@ -155,6 +155,30 @@ def test_per_request_method_and_k_reach_the_proposer(openai_client, ray_cluster)
     assert k4["drafts"] > 0 and k4["drafts"] < k4["draft_tokens"] <= 4 * k4["drafts"]
 
 
+def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_cluster):
+    """The routed proposer's books per (class, method) agree with vLLM's own counters."""
+    _complete(openai_client, "ngram", headers={"x-request-class": "agentic"}, prompt=CODE_EDIT)
+    url = ray_cluster["metrics_url"]
+
+    def books_match_engine():
+        text = scrape(url)
+        engine = per_pool(text).get("routed", {})
+        by_class: dict[tuple[str, str], dict[str, float]] = {}
+        for key in ("drafts", "draft_tokens", "accepted_tokens"):
+            for labels, value in samples(text, f"ray_specserve_spec_{key}_total"):
+                if labels["pool"] == "routed":
+                    by_class.setdefault((labels["request_class"], labels["method"]), {})[key] = value
+        totals = {key: sum(v.get(key, 0) for v in by_class.values()) for key in ("drafts", "draft_tokens",
+                                                                                   "accepted_tokens")}
+        if ("agentic", "ngram") in by_class and all(totals[k] == engine.get(k) for k in totals):
+            return by_class
+        return None
+
+    by_class = wait_until(books_match_engine, 90, "per-class counters to add up to the routed engine's", 3)
+    assert by_class[("agentic", "ngram")]["drafts"] > 0
+    assert all(method == "ngram" for _, method in by_class)  # "none" never drafts
+
+
 def test_bad_k_is_400(openai_client):
     with pytest.raises(openai.BadRequestError) as info:
         _complete(openai_client, "ngram", headers={"x-spec-k": "99"})

@@ -99,7 +99,8 @@ def test_learned_policy_falls_back_to_none_when_speculation_stops_paying():
 
 
 def test_request_spec_from_extra_args_is_safe():
-    assert RequestSpec.from_extra_args({"spec_method": "ngram", "spec_k": 3}, 8) == RequestSpec("ngram", 3)
+    spec = RequestSpec("ngram", 3, "code_edit")
+    assert RequestSpec.from_extra_args(spec.to_xargs(), 8) == spec
     assert RequestSpec.from_extra_args({"spec_method": "ngram", "spec_k": 99}, 8) == RequestSpec("ngram", 8)
     for bad in (None, {}, {"spec_method": "telepathy", "spec_k": 2}, {"spec_method": "ngram", "spec_k": "x"},
                 {"spec_method": "ngram", "spec_k": 0}):
@@ -135,3 +136,19 @@ def test_methods_resolve_to_pools(test_models):
     prod = yaml.safe_load((ROOT / "configs/prod.yaml").read_text())["applications"][0]["args"]
     prod_model = AppConfig.model_validate(prod).models[0]
     assert prod_model.pool_for_method("eagle3").name == "eagle3"
+
+
+def test_acceptance_book_settles_drafts_from_what_was_sampled():
+    from serve_app.proposer.acceptance import AcceptanceBook
+
+    book = AcceptanceBook()
+    # step 1: r1 (code_edit, ngram) gets 4 draft tokens, r2 (chat, none) none
+    book.step(["r1", "r2"], [[5], [6]], [("code_edit", "ngram", 4), ("chat", "none", 0)])
+    # step 2: r1 sampled 3 tokens = 2 drafts accepted + 1; proposes 2 more; r2 not scheduled
+    book.step(["r1"], [[7, 8, 9]], [("code_edit", "ngram", 2)])
+    # step 3: r1 sampled 1 token = none of its 2 drafts accepted
+    book.step(["r1"], [[10]], [("code_edit", "ngram", 0)])
+    [tally] = book.snapshot()
+    assert (tally["request_class"], tally["method"]) == ("code_edit", "ngram")
+    assert (tally["drafts"], tally["draft_tokens"], tally["accepted_tokens"]) == (2, 6, 2)
+    assert tally["accepted_per_position"] == [1, 1, 0, 0]

@@ -1,4 +1,4 @@
-"""Closed-loop HTTP load: N concurrent streaming /v1/completions clients over a prompt list."""
+"""Closed-loop HTTP load: N concurrent streaming OpenAI clients over a list of request bodies."""
 
 from __future__ import annotations
 
@@ -25,11 +25,16 @@ class RequestResult:
         return (self.e2e_s - self.ttft_s) / (self.completion_tokens - 1)
 
 
-async def stream_completion(client: httpx.AsyncClient, body: dict, headers: dict[str, str]) -> RequestResult:
+def endpoint(body: dict) -> str:
+    return "/v1/chat/completions" if "messages" in body else "/v1/completions"
+
+
+async def stream_request(client: httpx.AsyncClient, body: dict, headers: dict[str, str]) -> RequestResult:
+    """One streaming completion or chat completion (by the body's shape), timed."""
     start = time.perf_counter()
     ttft = None
     usage: dict = {}
-    async with client.stream("POST", "/v1/completions", json={**body, "stream": True}, headers=headers) as resp:
+    async with client.stream("POST", endpoint(body), json={**body, "stream": True}, headers=headers) as resp:
         if resp.status_code != 200:
             raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread()).decode()[:300]}")
         async for line in resp.aiter_lines():
@@ -55,7 +60,7 @@ async def run_load(base_url: str, bodies: list[dict], concurrency: int,
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         async def worker():
             while not queue.empty():
-                results.append(await stream_completion(client, queue.get_nowait(), headers or {}))
+                results.append(await stream_request(client, queue.get_nowait(), headers or {}))
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -167,7 +167,7 @@ class SpecIngress(OpenAiIngress):
                                            "method": route.method, "reason": route.reason})
         if route.pool.speculation.method == "routed":
             k = self._routed_k(model, route, raw_request.headers)
-            body.vllm_xargs = {**(body.vllm_xargs or {}), **RequestSpec(route.method, k).to_xargs()}
+            body.vllm_xargs = {**(body.vllm_xargs or {}), **RequestSpec(route.method, k, route.request_class).to_xargs()}
         if getattr(body, "stream", False):
             # `usage` in every answer, streaming too: vLLM then ends the stream with a usage chunk.
             body.stream_options = body.stream_options or StreamOptions(include_usage=True)

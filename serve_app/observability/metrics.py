@@ -50,3 +50,21 @@ def time_per_output_token() -> metrics.Histogram:
 def router_choices() -> metrics.Counter:
     return metrics.Counter("specserve_router_choices", "Speculation method chosen per request and why",
                            tag_keys=("model", "request_class", "method", "reason"))
+
+
+ACCEPTANCE_TAGS = ("model", "pool", "request_class", "method")
+
+
+@cache
+def class_spec_counters() -> dict[str, metrics.Counter]:
+    """Drafts and acceptance per request class and method, from the routed proposer's books."""
+    names = {"drafts": "Drafts proposed", "draft_tokens": "Draft tokens proposed",
+             "accepted_tokens": "Draft tokens accepted"}
+    return {key: metrics.Counter(f"specserve_spec_{key}", f"{text}, per request class and method",
+                                 tag_keys=ACCEPTANCE_TAGS) for key, text in names.items()}
+
+
+@cache
+def class_accepted_per_position() -> metrics.Counter:
+    return metrics.Counter("specserve_spec_accepted_tokens_per_pos", "Accepted draft tokens by draft position",
+                           tag_keys=(*ACCEPTANCE_TAGS, "position"))

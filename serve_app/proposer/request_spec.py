@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 METHOD_KEY = "spec_method"
 K_KEY = "spec_k"
+CLASS_KEY = "spec_class"
 
 # Methods the routed proposer runs per request inside one target engine.
 RoutedMethod = Literal["none", "ngram"]
@@ -21,19 +22,21 @@ ROUTED_METHODS: tuple[str, ...] = ("ngram", "none")
 class RequestSpec:
     method: str = "none"
     k: int = 0
+    request_class: str = "default"
 
     def to_xargs(self) -> dict[str, Any]:
-        return {METHOD_KEY: self.method, K_KEY: self.k}
+        return {METHOD_KEY: self.method, K_KEY: self.k, CLASS_KEY: self.request_class}
 
     @classmethod
     def from_extra_args(cls, extra: dict[str, Any] | None, k_max: int) -> "RequestSpec":
         """Unknown or missing values mean no speculation: a bad hint must not fail a request."""
         extra = extra or {}
         method = extra.get(METHOD_KEY, "none")
+        request_class = str(extra.get(CLASS_KEY, "default"))
         try:
             k = max(0, min(int(extra.get(K_KEY, 0)), k_max))
         except (TypeError, ValueError):
             k = 0
         if method not in ROUTED_METHODS or k == 0:
-            return cls()
-        return cls(method, k)
+            return cls(request_class=request_class)
+        return cls(method, k, request_class)

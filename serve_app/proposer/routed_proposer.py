@@ -16,6 +16,7 @@ import numpy as np
 from vllm.config import VllmConfig
 from vllm.v1.spec_decode.ngram_proposer import NgramProposer
 
+from serve_app.proposer.acceptance import AcceptanceBook
 from serve_app.proposer.request_spec import RequestSpec
 
 DEFAULT_PROMPT_LOOKUP = (2, 4)
@@ -26,6 +27,7 @@ class RoutedProposer:
         spec = vllm_config.speculative_config
         self.k_max = spec.num_speculative_tokens
         self.runner = None
+        self.book = AcceptanceBook()
         lookup_min = spec.prompt_lookup_min or DEFAULT_PROMPT_LOOKUP[0]
         lookup_max = spec.prompt_lookup_max or max(lookup_min, DEFAULT_PROMPT_LOOKUP[1])
         # NgramProposer reads only these fields; `custom_class` configs leave the lookup unset.
@@ -43,11 +45,10 @@ class RoutedProposer:
     def load_model(self, *args, **kwargs) -> None:
         """No weights: the drafts come from the request's own tokens."""
 
-    def request_specs(self, num_rows: int) -> list[RequestSpec]:
-        batch, requests = self.runner.input_batch, self.runner.requests
+    def request_specs(self, req_ids: list[str]) -> list[RequestSpec]:
         specs = []
-        for req_id in batch.req_ids[:num_rows]:
-            state = requests.get(req_id)
+        for req_id in req_ids:
+            state = self.runner.requests.get(req_id)
             extra = state.sampling_params.extra_args if state is not None and state.sampling_params else None
             specs.append(RequestSpec.from_extra_args(extra, self.k_max))
         return specs
@@ -58,7 +59,8 @@ class RoutedProposer:
         drafts: list[list[int]] = [[] for _ in range(rows)]
         if self.runner is None:
             return drafts
-        specs = self.request_specs(rows)
+        req_ids = list(self.runner.input_batch.req_ids[:rows])
+        specs = self.request_specs(req_ids)
         ngram_rows = {i for i, s in enumerate(specs) if s.method == "ngram"}
         if ngram_rows:
             # One batched lookup at the largest k asked for; each row is then cut to its own k.
@@ -67,4 +69,6 @@ class RoutedProposer:
             proposed = self.ngram.propose(k, only_ngram, num_tokens_no_spec, token_ids_cpu)
             for i in ngram_rows:
                 drafts[i] = list(proposed[i][: specs[i].k])
+        self.book.step(req_ids, sampled_token_ids,
+                       [(s.request_class, s.method, len(d)) for s, d in zip(specs, drafts)])
         return drafts

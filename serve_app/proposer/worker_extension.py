@@ -11,3 +11,7 @@ class SpecControlExtension:
             return False
         drafter.attach(self.model_runner)
         return True
+
+    def routed_acceptance(self) -> list[dict]:
+        """Cumulative drafts and acceptance per (request class, method) of the routed proposer."""
+        return self.model_runner.drafter.book.snapshot()

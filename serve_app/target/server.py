@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from ray import serve
 from ray.serve.llm import LLMConfig, LLMServer
 
-from serve_app.observability.metrics import replica_info
+from serve_app.observability import metrics
+
+logger = logging.getLogger(__name__)
 
 # Ray's metrics agent drops a gauge not set again within two report intervals (10 s each by
-# default), so the info gauge is re-set well inside that.
-REPLICA_INFO_REFRESH_S = 5.0
+# default), so the info gauge is re-set well inside that; acceptance is read at the same pace.
+PUBLISH_PERIOD_S = 5.0
 
 
 class TargetServer(LLMServer):
-    """`LLMServer` that also says which pool it serves.
+    """`LLMServer` that also says which pool it serves, and for a routed pool, how each request
+    class and method fares.
 
     vLLM's own metrics (exported through Ray) carry only `model_name` and `ReplicaId`; every
     pool of a model shares the model name, so each replica publishes an info gauge mapping its
@@ -24,16 +28,47 @@ class TargetServer(LLMServer):
 
     async def __init__(self, llm_config: LLMConfig, *, pool: str, method: str):
         await super().__init__(llm_config)
-        if method == "routed":
+        self._routed = method == "routed"
+        if self._routed:
             # The routed proposer drafts nothing until it can map batch rows to requests.
             attached = await self.collective_rpc("attach_routed_proposer")
             if not all(attached):
                 raise RuntimeError(f"pool {pool}: the routed proposer did not attach in every worker: {attached}")
         replica = serve.get_replica_context().replica_id.unique_id
-        self._info_tags = {"model": llm_config.model_id, "pool": pool, "method": method, "ReplicaId": replica}
-        self._info_task = asyncio.get_running_loop().create_task(self._publish_replica_info())
+        self._tags = {"model": llm_config.model_id, "pool": pool}
+        self._info_tags = {**self._tags, "method": method, "ReplicaId": replica}
+        self._exported: dict[tuple, float] = {}
+        self._publisher = asyncio.get_running_loop().create_task(self._publish())
 
-    async def _publish_replica_info(self) -> None:
+    async def routed_acceptance(self) -> list[dict]:
+        """Cumulative drafts and acceptance per (request class, method) on this replica."""
+        if not self._routed:
+            return []
+        return (await self.collective_rpc("routed_acceptance"))[0]  # every TP rank keeps the same books
+
+    async def _publish(self) -> None:
         while True:
-            replica_info().set(1, tags=self._info_tags)
-            await asyncio.sleep(REPLICA_INFO_REFRESH_S)
+            metrics.replica_info().set(1, tags=self._info_tags)
+            if self._routed:
+                try:
+                    self._export_acceptance(await self.routed_acceptance())
+                except Exception:  # metrics must never take the replica down
+                    logger.exception("reading the routed proposer's acceptance failed")
+            await asyncio.sleep(PUBLISH_PERIOD_S)
+
+    def _export_acceptance(self, tallies: list[dict]) -> None:
+        counters, per_position = metrics.class_spec_counters(), metrics.class_accepted_per_position()
+        for tally in tallies:
+            pair = (tally["request_class"], tally["method"])
+            tags = {**self._tags, "request_class": pair[0], "method": pair[1]}
+            for key, counter in counters.items():
+                self._increment(counter, (pair, key), tally[key], tags)
+            for pos, total in enumerate(tally["accepted_per_position"]):
+                self._increment(per_position, (pair, pos), total, {**tags, "position": str(pos)})
+
+    def _increment(self, counter, key: tuple, total: float, tags: dict[str, str]) -> None:
+        """Ray counters only go up by increments: export what grew since the last reading."""
+        delta = total - self._exported.get(key, 0)
+        if delta > 0:
+            counter.inc(delta, tags=tags)
+            self._exported[key] = total

@@ -1,0 +1,55 @@
+"""Per request class and method acceptance, counted where the drafts are made.
+
+vLLM's spec-decode counters are per engine; a routed engine mixes classes and methods, so
+the proposer keeps its own books. What a request sampled in a step tells how many of the
+drafts proposed for it in the previous step were accepted: the sampled tokens are the
+accepted drafts plus one token of the target's own.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Tally:
+    drafts: int = 0
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+
+    def add(self, proposed: int, accepted: int) -> None:
+        self.drafts += 1
+        self.draft_tokens += proposed
+        self.accepted_tokens += accepted
+        if len(self.accepted_per_position) < proposed:
+            self.accepted_per_position += [0] * (proposed - len(self.accepted_per_position))
+        for pos in range(accepted):
+            self.accepted_per_position[pos] += 1
+
+
+@dataclass
+class AcceptanceBook:
+    tallies: dict[tuple[str, str], Tally] = field(default_factory=lambda: defaultdict(Tally))
+    # req_id -> (class, method, tokens proposed for it in the last step)
+    _pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+
+    def step(self, req_ids: list[str], sampled: list[list[int]],
+             proposals: list[tuple[str, str, int]]) -> None:
+        """Settle the previous step's drafts from what was sampled, then record this step's."""
+        pending, self._pending = self._pending, {}
+        for req_id, tokens, proposal in zip(req_ids, sampled, proposals):
+            previous = pending.get(req_id)
+            if previous is not None and tokens:
+                request_class, method, proposed = previous
+                self.tallies[(request_class, method)].add(proposed, min(len(tokens) - 1, proposed))
+            elif previous is not None:
+                self._pending[req_id] = previous  # not scheduled this step: settle later
+            if proposal[2] > 0:
+                self._pending[req_id] = proposal
+
+    def snapshot(self) -> list[dict]:
+        return [{"request_class": c, "method": m, "drafts": t.drafts, "draft_tokens": t.draft_tokens,
+                 "accepted_tokens": t.accepted_tokens, "accepted_per_position": list(t.accepted_per_position)}
+                for (c, m), t in sorted(self.tallies.items())]
