@@ -11,12 +11,10 @@ ratios are against no speculation at the same concurrency. Writes DIR/router_mix
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 from collections import Counter
-from pathlib import Path
 
+from cluster.benchmarks import report
 from cluster.benchmarks.http_load import run_load, summarize
 from cluster.benchmarks.workloads import mixed
 
@@ -59,23 +57,13 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
-    parser.add_argument("--model", default="tiny-llama")
-    parser.add_argument("--methods", default="none,ngram,draft_model", help="comma-separated; must include none")
-    parser.add_argument("--concurrency", default="1,8")
+    parser = report.parser(__doc__)
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=30, help="requests the router may learn from first")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     rows = run(args.base_url, args.model, args.methods.split(","), [int(c) for c in args.concurrency.split(",")],
                args.requests, args.max_tokens, args.warmup)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "router_mix.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows)
-    (args.out / "router_mix.md").write_text(table)
-    print(table)
+    report.write(args.out, "router_mix", rows, markdown(rows))
 
 
 if __name__ == "__main__":

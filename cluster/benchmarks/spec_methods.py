@@ -13,12 +13,9 @@ Writes DIR/spec_methods.json and DIR/spec_methods.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-from pathlib import Path
 
-from cluster.benchmarks import workloads
+from cluster.benchmarks import report, workloads
 from cluster.benchmarks.http_load import run_load, summarize
 from serve_app.observability.scrape import pool_counters, settled_pool_counters
 
@@ -80,23 +77,13 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+    parser = report.parser(__doc__)
     parser.add_argument("--metrics-url", default="http://127.0.0.1:8080/metrics")
-    parser.add_argument("--model", default="tiny-llama")
-    parser.add_argument("--methods", default="none,ngram,draft_model", help="comma-separated; must include none")
-    parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--requests-per-client", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     rows = run(args.base_url, args.metrics_url, args.model, args.methods.split(","),
                [int(c) for c in args.concurrency.split(",")], args.requests_per_client, args.max_tokens)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "spec_methods.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows)
-    (args.out / "spec_methods.md").write_text(table)
-    print(table)
+    report.write(args.out, "spec_methods", rows, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -61,23 +61,34 @@ def _batches(sequences: torch.Tensor, batch: int, steps: int, seed: int):
         yield sequences[[rng.randrange(len(sequences)) for _ in range(batch)]]
 
 
-def train_lm(model: LlamaForCausalLM, sequences: torch.Tensor, steps: int, batch: int, lr: float, seed: int) -> float:
-    """Next-token training; returns the mean loss of the last tenth of the steps."""
+def _train(model: LlamaForCausalLM, sequences: torch.Tensor, steps: int, batch: int, lr: float, seed: int,
+           losses) -> float:
+    """AdamW with warm-up and cosine decay; `losses(x)` gives (loss to minimise, loss to report).
+    Returns the mean reported loss over the last tenth of the steps."""
     opt = _optimizer(model, lr)
     model.train()
     tail: list[float] = []
     for step, x in enumerate(_batches(sequences, batch, steps, seed)):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr)
-        loss = model(input_ids=x, labels=x).loss
+        loss, reported = losses(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step >= steps - max(1, steps // 10):
-            tail.append(loss.item())
+            tail.append(reported.item())
     model.eval()
     return sum(tail) / len(tail)
+
+
+def train_lm(model: LlamaForCausalLM, sequences: torch.Tensor, steps: int, batch: int, lr: float, seed: int) -> float:
+    """Next-token training; returns the final loss."""
+    def losses(x):
+        loss = model(input_ids=x, labels=x).loss
+        return loss, loss
+
+    return _train(model, sequences, steps, batch, lr, seed, losses)
 
 
 def distill(student: LlamaForCausalLM, teacher: LlamaForCausalLM, sequences: torch.Tensor,
@@ -86,14 +97,9 @@ def distill(student: LlamaForCausalLM, teacher: LlamaForCausalLM, sequences: tor
 
     Greedy speculative decoding accepts a draft token when it equals the target's argmax, so
     the hard-label term on the teacher's argmax is what raises acceptance; the KL term gives
-    the student the rest of the distribution to learn from.
+    the student the rest of the distribution to learn from. Returns the final hard-label loss.
     """
-    opt = _optimizer(student, lr)
-    student.train()
-    tail: list[float] = []
-    for step, x in enumerate(_batches(sequences, batch, steps, seed)):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr)
+    def losses(x):
         with torch.no_grad():
             t_logits = teacher(input_ids=x).logits
         s_logits = student(input_ids=x).logits
@@ -101,15 +107,9 @@ def distill(student: LlamaForCausalLM, teacher: LlamaForCausalLM, sequences: tor
         kl = F.kl_div(F.log_softmax(s_logits, -1).view(-1, vocab), F.log_softmax(t_logits, -1).view(-1, vocab),
                       log_target=True, reduction="batchmean")
         hard = F.cross_entropy(s_logits.view(-1, vocab), t_logits.argmax(-1).view(-1))
-        loss = kl + hard
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        if step >= steps - max(1, steps // 10):
-            tail.append(hard.item())
-    student.eval()
-    return sum(tail) / len(tail)
+        return kl + hard, hard
+
+    return _train(student, sequences, steps, batch, lr, seed, losses)
 
 
 @torch.no_grad()

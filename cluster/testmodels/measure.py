@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -26,17 +27,25 @@ def _engine(model: str, **kwargs):
                enable_prefix_caching=False, **kwargs)
 
 
-def _ms_per_token(llm, prompts: list[str]) -> float:
+def _ms_per_token(llm, prompt: str) -> float:
     from vllm import SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
-    llm.generate(prompts[:1], params, use_tqdm=False)  # warm-up
     start = time.perf_counter()
-    tokens = 0
-    for prompt in prompts:  # batch 1: the regime where drafting pays
-        out = llm.generate([prompt], params, use_tqdm=False)
-        tokens += len(out[0].outputs[0].token_ids)
-    return (time.perf_counter() - start) * 1000 / tokens
+    out = llm.generate([prompt], params, use_tqdm=False)  # batch 1: the regime where drafting pays
+    return (time.perf_counter() - start) * 1000 / len(out[0].outputs[0].token_ids)
+
+
+def _cost_ratio(target, draft, prompts: list[str]) -> tuple[float, float]:
+    """Median ms per token of each model, timed alternately so that a passing load on the
+    machine falls on both alike."""
+    for llm in (target, draft):
+        _ms_per_token(llm, prompts[0])  # warm-up
+    target_ms, draft_ms = [], []
+    for prompt in prompts:
+        target_ms.append(_ms_per_token(target, prompt))
+        draft_ms.append(_ms_per_token(draft, prompt))
+    return statistics.median(target_ms), statistics.median(draft_ms)
 
 
 def _counter(llm, name: str) -> float:
@@ -49,7 +58,7 @@ def main(model_dir: str) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     target, draft = f"{model_dir}/target", f"{model_dir}/draft"
     prompts = corpus.code_snippets(held_out=True, lines=12, count=16, seed=7)
-    timing_prompts = prompts[:4]
+    timing_prompts = prompts[:6]
 
     spec = _engine(target, speculative_config={"method": "draft_model", "model": draft, "num_speculative_tokens": K})
     spec.generate(prompts, SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True), use_tqdm=False)
@@ -58,8 +67,7 @@ def main(model_dir: str) -> None:
     accepted = _counter(spec, "vllm:spec_decode_num_accepted_tokens")
     del spec
 
-    target_ms = _ms_per_token(_engine(target), timing_prompts)
-    draft_ms = _ms_per_token(_engine(draft), timing_prompts)
+    target_ms, draft_ms = _cost_ratio(_engine(target), _engine(draft), timing_prompts)
     print(json.dumps({
         "k": K,
         "prompts": len(prompts),

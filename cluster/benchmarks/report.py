@@ -1,0 +1,26 @@
+"""Command-line options and output shared by the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base-url", default="http://127.0.0.1:8000")
+    p.add_argument("--model", default="tiny-llama")
+    p.add_argument("--methods", default="none,ngram,draft_model", help="comma-separated; must include none")
+    p.add_argument("--concurrency", default="1,8", help="comma-separated")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+    return p
+
+
+def write(out: Path, name: str, rows: list[dict], table: str) -> None:
+    """DIR/NAME.json (every number) and DIR/NAME.md (the table), and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
+    (out / f"{name}.md").write_text(table)
+    print(table)
