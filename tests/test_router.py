@@ -31,10 +31,15 @@ def _chat(text: str, **kw):
     (_chat("Rename r to radius in this code:\n" + CODE), "code_edit"),
     (_completion(CODE + "\n# edited version:\n"), "code_edit"),
     (_completion(CODE), "code_edit"),
+    (_completion("def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("), "code_edit"),
+    (_chat("Summarize this document:\n" + CODE), "summarize"),
+    (_chat("Tell me about os.path.join(a, b)"), "chat"),
     (_chat("Summarize the key points of this report: " + "sales grew. " * 20), "summarize"),
     (_chat("lorem ipsum dolor sit amet " * 100), "summarize"),  # long prose
     (_chat("what's the weather?", tools=[{"type": "function", "function": {"name": "weather"}}]), "agentic"),
     (_chat("write five taglines", n=5), "bulk"),
+    (_chat("write a wild poem", temperature=1.5), "bulk"),
+    (_chat("Tell me a story.", temperature=1.0), "chat"),
     (_chat("Tell me a story about a dragon."), "chat"),
 ])
 def test_classifier(body, expected):

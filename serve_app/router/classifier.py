@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-CODE_MARKERS = re.compile(r"^\s*(def |class |import |from \S+ import|return\b|if .*:$|for .*:$|#include|function |"
-                          r"const |let |public |\}|\{)", re.M)
+CODE_LINE = re.compile(r"^(\s*(def |class |import |from \S+ import|return\b|#include|function |const |let |public )"
+                       r"|\s{2,}\S|.*[:;{}(\[,]\s*$|.*\w\(.*\))")
 EDIT_WORDS = re.compile(r"\b(edit|rewrite|refactor|fix|rename|modify|change|update|patch)\b|# edited version",
                         re.I)
 SUMMARY_WORDS = re.compile(r"\b(summari[sz]e|summary|tl;?dr|key points|according to the (context|document))\b",
@@ -29,9 +29,11 @@ class RequestFeatures:
     n: int
     temperature: float | None
 
+    text_lines: int
+
     @property
     def looks_like_code(self) -> bool:
-        return self.code_lines >= 3
+        return self.code_lines >= 2 and self.code_lines * 2 >= self.text_lines
 
 
 def prompt_text(body) -> str:
@@ -50,9 +52,11 @@ def prompt_text(body) -> str:
 
 def features(body) -> RequestFeatures:
     text = prompt_text(body)
+    lines = [line for line in text.splitlines() if line.strip()]
     return RequestFeatures(
         prompt_chars=len(text),
-        code_lines=len(CODE_MARKERS.findall(text)),
+        code_lines=sum(bool(CODE_LINE.match(line)) for line in lines),
+        text_lines=len(lines),
         edit_words=bool(EDIT_WORDS.search(text)),
         summary_words=bool(SUMMARY_WORDS.search(text)),
         has_tools=bool(getattr(body, "tools", None)),
@@ -64,7 +68,8 @@ def features(body) -> RequestFeatures:
 def classify(f: RequestFeatures, classes: set[str], default: str) -> str:
     rules = [
         ("agentic", f.has_tools),
-        ("bulk", f.n > 1),
+        # Several samples, or sampling hot enough that drafts are rarely accepted.
+        ("bulk", f.n > 1 or (f.temperature or 0) > 1.0),
         ("code_edit", f.looks_like_code and f.edit_words),
         ("summarize", f.summary_words or (f.prompt_chars >= LONG_PROMPT_CHARS and not f.looks_like_code)),
         ("code_edit", f.looks_like_code),
