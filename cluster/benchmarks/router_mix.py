@@ -21,19 +21,33 @@ from cluster.benchmarks.workloads import mixed
 ROUTER = "router"
 
 
+def _tagged(bodies: list[dict], tag: str) -> list[dict]:
+    """The bodies with `tag` as their first line: arms that share a pool must not find each
+    other's prompts in vLLM's prefix cache, or the later arm skips prefill work."""
+    out = []
+    for b in bodies:
+        if "prompt" in b:
+            out.append({**b, "prompt": f"# {tag}\n{b['prompt']}"})
+        else:
+            first, *rest = b["messages"]
+            out.append({**b, "messages": [{**first, "content": f"# {tag}\n{first['content']}"}, *rest]})
+    return out
+
+
 def run(base_url: str, model: str, methods: list[str], concurrencies: list[int], requests: int,
         max_tokens: int, warmup: int) -> list[dict]:
     bodies = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(requests, max_tokens)]
     arms = {m: {"x-spec-method": m} for m in methods} | {ROUTER: {}}
     for headers in arms.values():  # engine caches, the ngram JIT
-        asyncio.run(run_load(base_url, bodies[:3], 3, headers))
+        asyncio.run(run_load(base_url, _tagged(bodies[:3], "warm-up"), 3, headers))
     learn = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(warmup, max_tokens, seed=5)]
     asyncio.run(run_load(base_url, learn, 1))  # the learned policy explores before it is measured
 
     rows = []
     for concurrency in concurrencies:
         for arm, headers in arms.items():
-            results, wall = asyncio.run(run_load(base_url, bodies, concurrency, headers))
+            tagged = _tagged(bodies, f"{arm} {concurrency}")
+            results, wall = asyncio.run(run_load(base_url, tagged, concurrency, headers))
             chosen = Counter(f"{r.headers.get('x-request-class')}->{r.headers.get('x-spec-method')}" for r in results)
             rows.append({"concurrency": concurrency, "arm": arm, **summarize(results, wall),
                          "choices": dict(sorted(chosen.items()))})
