@@ -136,7 +136,7 @@ class SpecIngress(OpenAiIngress):
                 raise _bad_request(f"header {K_HEADER} must be an integer from 1 to {k_max} for pool "
                                    f"'{route.pool.name}', got '{explicit}'")
             return int(explicit)
-        if model.router is not None and route.request_class in {c.name for c in model.router.classes}:
+        if model.router is not None:  # _request_class only returns the router's own classes then
             return model.router.request_class(route.request_class).num_speculative_tokens or k_max
         return k_max
 
