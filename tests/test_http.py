@@ -8,11 +8,12 @@ import openai
 import pytest
 
 from cluster.testmodels.corpus import EDIT_MARKER
-from serve_app.observability.scrape import per_pool, pool_counters, samples, scrape, settled_pool_counters
+from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from tests.conftest import wait_until
 
 MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
+RAY_REPORT_INTERVAL_S = 10  # Ray's default metrics_report_interval_ms
 # method -> the pool of configs/local.yaml that runs it
 POOL_OF = {"none": "plain", "ngram": "routed", "draft_model": "draft"}
 # A code edit: the answer copies the code above the marker, so prompt lookup finds drafts.
@@ -132,7 +133,8 @@ def test_parameters_rejected_under_speculation_go_to_the_plain_pool(openai_clien
 
 
 def _routed_counters_after(openai_client, metrics_url: str, count: int, **complete_kwargs) -> dict[str, float]:
-    before = pool_counters(metrics_url, "routed")
+    # Counters of earlier requests may still be on their way; they must not count as these.
+    before = quiet_pool_counters(metrics_url, "routed", quiet_s=RAY_REPORT_INTERVAL_S + 2)
     for _ in range(count):
         assert _complete(openai_client, **complete_kwargs).headers["x-spec-pool"] == "routed"
     after = settled_pool_counters(metrics_url, "routed", before["requests"] + count)

@@ -59,3 +59,18 @@ def settled_pool_counters(url: str, pool: str, min_requests: float, deadline_s: 
         if counters["requests"] >= min_requests or time.monotonic() > deadline:
             return counters
         time.sleep(1)
+
+
+def quiet_pool_counters(url: str, pool: str, quiet_s: float, deadline_s: float = 60) -> dict[str, float]:
+    """A pool's counters once they have not changed for `quiet_s` (longer than Ray's report
+    interval), so nothing recorded earlier is still on its way to the exporter."""
+    deadline = time.monotonic() + deadline_s
+    last, since = pool_counters(url, pool), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = pool_counters(url, pool)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
