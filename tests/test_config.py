@@ -42,15 +42,15 @@ def test_unknown_speculation_method_names_field_and_choices():
     args = _prod_with()
     _pool(args, "routed")["speculation"]["method"] = "telepathy"
     msg = _error(args)
-    assert "models.0.pools.2.speculation.method" in msg
+    assert "models.0.pools.1.speculation.method" in msg
     assert "'ngram'" in msg and "'eagle3'" in msg and "'none'" in msg
 
 
 def test_missing_draft_model():
     args = _prod_with()
-    del _pool(args, "draft")["speculation"]["draft"]
+    del _pool(args, "eagle3")["speculation"]["draft"]
     msg = _error(args)
-    assert "models.0.pools.1.speculation" in msg
+    assert "models.0.pools.0.speculation" in msg
     assert "needs a draft model: set draft.source" in msg
 
 
@@ -59,7 +59,7 @@ def test_k_out_of_range(k):
     args = _prod_with()
     _pool(args, "routed")["speculation"]["num_speculative_tokens"] = k
     msg = _error(args)
-    assert "models.0.pools.2.speculation.num_speculative_tokens" in msg
+    assert "models.0.pools.1.speculation.num_speculative_tokens" in msg
 
 
 def test_tp_must_divide_attention_heads():
@@ -125,7 +125,13 @@ def test_check_cli_prints_the_plan_for_both_configs(test_models):
     assert "tiny-llama / pool draft (speculation: draft_model)" in out
     assert "replicas 1..4, TP 4: 4 x GPU H100 per replica" in out
     assert "fits: per GPU 72.0 GiB usable = weights 32.9" in out
-    assert "total GPU H100: 16 at min replicas, 48 at max replicas" in out
+    assert "total GPU H100: 12 at min replicas, 40 at max replicas" in out
+    # The draft worker is placed apart: half an L4 per replica, its own memory fit.
+    assert "llama-3.3-70b-instruct / draft worker llama-1b (speculation: remote_draft)" in out
+    assert "replicas 2..6, TP 1: 0.5 x GPU L4 per replica" in out
+    assert "fits: per 0.5 GPU 10.8 GiB usable = weights 2.3" in out
+    assert "total GPU L4: 1 at min replicas, 3 at max replicas" in out
+    assert "tiny-llama / draft worker tiny-draft (speculation: remote_draft)" in out
 
 
 def test_check_cli_fails_on_an_invalid_config(tmp_path):
@@ -137,3 +143,58 @@ def test_check_cli_fails_on_an_invalid_config(tmp_path):
     assert result.returncode == 1
     assert "applications[specserve].args.models.0" in result.stderr
     assert "does not divide the 64 attention heads" in result.stderr
+
+
+def _draft_worker(args: dict) -> dict:
+    return args["models"][0]["draft_workers"][0]
+
+
+def test_pool_names_a_draft_worker_that_does_not_exist():
+    args = _prod_with()
+    _pool(args, "routed")["speculation"]["draft_worker"] = "llama-8b"
+    msg = _error(args)
+    assert "pools[1].speculation.draft_worker 'llama-8b' is not a draft worker" in msg
+    assert "['llama-1b']" in msg
+
+
+def test_draft_worker_no_pool_uses():
+    args = _prod_with()
+    del _pool(args, "routed")["speculation"]["draft_worker"]
+    args["models"][0]["router"]["classes"][3]["methods"] = ["eagle3"]  # chat no longer drafts remotely
+    assert "draft_workers ['llama-1b'] are drafted for by no pool" in _error(args)
+
+
+def test_remote_draft_needs_a_pool_with_a_draft_worker():
+    args = _prod_with()
+    del _pool(args, "routed")["speculation"]["draft_worker"]
+    del args["models"][0]["draft_workers"]
+    msg = _error(args)
+    assert "(chat) allows method 'remote_draft' but no pool serves it" in msg
+    assert "with a draft_worker for remote_draft" in msg
+
+
+def test_draft_worker_must_share_the_tokenizer():
+    args = _prod_with()
+    _draft_worker(args)["source"] = "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B"  # same vocab: valid
+    AppConfig.model_validate(args)
+    _draft_worker(args)["architecture"] = {"num_layers": 2, "hidden_size": 256, "num_attention_heads": 4,
+                                          "num_kv_heads": 4, "head_dim": 64, "intermediate_size": 512,
+                                          "vocab_size": 32000}
+    msg = _error(args)
+    assert "draft_workers[0]: vocabulary size 32000 differs from the target's 128256" in msg
+
+
+def test_draft_worker_memory_share_is_checked():
+    args = _prod_with()
+    _draft_worker(args)["gpu_memory_utilization"] = 0.8  # above its 0.5 GPU share
+    assert "gpu_memory_utilization 0.8 exceeds gpu_fraction 0.5" in _error(args)
+    args = _prod_with()
+    _draft_worker(args)["gpu_fraction"] = 0.05  # 1.1 GiB cannot hold 2.3 GiB of weights
+    msg = _error(args)
+    assert "draft worker 'llama-1b' does not fit" in msg and "DOES NOT FIT" in msg
+
+
+def test_gpu_fraction_on_cpu_is_refused():
+    args = copy.deepcopy(_args(LOCAL_CONFIG))
+    _draft_worker(args)["gpu_fraction"] = 0.5
+    assert "gpu_fraction applies to accelerator kind 'gpu' only" in _error(args)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cluster.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
-from serve_app.proposer.request_spec import ROUTED_METHODS
+from serve_app.proposer.request_spec import REMOTE_DRAFT, ROUTED_METHODS
 
 K_MAX = 16
 
@@ -53,6 +53,8 @@ class SpeculationConfig(_Strict):
     num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX)
     draft: CheckpointConfig | None = Field(None, description="Draft model or head, for methods that need one.")
     options: dict[str, Any] = Field(default_factory=dict, description="Passed as-is into vLLM's speculative_config.")
+    draft_worker: str | None = Field(
+        None, description="Method 'routed' only: the model's draft worker that drafts for 'remote_draft' requests.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SpeculationConfig":
@@ -67,11 +69,15 @@ class SpeculationConfig(_Strict):
                              f"(e.g. a local checkpoint path or a hub id)")
         if self.method not in METHODS_WITH_DRAFT and self.draft is not None:
             raise ValueError(f"method '{self.method}' does not use a draft model; remove `draft`")
+        if self.method != "routed" and self.draft_worker is not None:
+            raise ValueError(f"draft_worker is used by method 'routed' only; remove it or set method: routed")
         return self
 
     def methods(self) -> tuple[str, ...]:
         """The speculation methods a request sent to this pool can get."""
-        return ROUTED_METHODS if self.method == "routed" else (self.method,)
+        if self.method != "routed":
+            return (self.method,)
+        return tuple(m for m in ROUTED_METHODS if m != REMOTE_DRAFT or self.draft_worker is not None)
 
     def vllm_config(self) -> dict[str, Any] | None:
         if self.method == "none":
@@ -111,6 +117,39 @@ class AutoscalingConfig(_Strict):
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas}); "
                              f"lower min_replicas or raise max_replicas")
+        return self
+
+
+class DraftWorkerConfig(CheckpointConfig):
+    """A draft model served by its own deployment, apart from the targets, shared by their replicas."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="The target's by default.")
+    max_model_len: int | None = Field(None, ge=16, description="The target's max_model_len + k by default.")
+    accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
+    gpu_fraction: float = Field(1.0, gt=0, le=1, description="Share of one GPU per replica (GPU only).")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Share of the GPU's memory vLLM may take; 0.9 x gpu_fraction by default.")
+    runtime_overhead_gib: float = Field(1.0, ge=0)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    # Each target replica has at most one draft call in flight per engine step.
+    max_ongoing_requests: int = Field(16, ge=1)
+    deadline_ms: float = Field(50, gt=0, description="How long a target step waits for drafts before it decodes "
+                                                      "without them.")
+    retry_after_s: float = Field(1.0, gt=0, description="After a timeout or failure, how long targets decode "
+                                                         "without this pool before they try it again.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments.")
+
+    @model_validator(mode="after")
+    def _memory_share(self) -> "DraftWorkerConfig":
+        if self.accelerator.kind == "cpu" and self.gpu_fraction != 1.0:
+            raise ValueError("gpu_fraction applies to accelerator kind 'gpu' only; remove it or set kind: gpu")
+        if self.gpu_memory_utilization is None:
+            self.gpu_memory_utilization = round(0.9 * self.gpu_fraction, 4)
+        elif self.gpu_memory_utilization > self.gpu_fraction:
+            raise ValueError(f"gpu_memory_utilization {self.gpu_memory_utilization} exceeds gpu_fraction "
+                             f"{self.gpu_fraction}: replicas sharing a GPU would take each other's memory; "
+                             f"lower it to at most {self.gpu_fraction}")
         return self
 
 
@@ -176,6 +215,8 @@ class ModelConfig(_Strict):
     runtime_overhead_gib: float = Field(2.0, ge=0)
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments.")
+    draft_workers: list[DraftWorkerConfig] = Field(
+        default_factory=list, description="Draft models deployed apart from the targets (see speculation.draft_worker).")
     pools: list[PoolConfig] = Field(min_length=1)
     default_pool: str | None = Field(None, description="Pool used when a request names none and there is no router; "
                                                        "the first by default.")
@@ -187,6 +228,12 @@ class ModelConfig(_Strict):
     def pool(self, name: str | None) -> PoolConfig:
         name = name or self.default_pool or self.pools[0].name
         return next(p for p in self.pools if p.name == name)
+
+    def draft_worker(self, name: str) -> DraftWorkerConfig:
+        return next(w for w in self.draft_workers if w.name == name)
+
+    def draft_max_model_len(self, worker: DraftWorkerConfig) -> int:
+        return worker.max_model_len or self.max_model_len + K_MAX
 
     def pool_for_method(self, method: str) -> PoolConfig | None:
         """The pool that serves `method`: a dedicated pool first (for "none" that avoids the
@@ -210,26 +257,44 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"tensor_parallel_size {self.tensor_parallel_size} does not divide the {target.num_attention_heads} "
                 f"attention heads of '{self.source}'; use a divisor of {target.num_attention_heads}")
+        workers = [w.name for w in self.draft_workers]
+        if len(set(workers)) != len(workers):
+            raise ValueError(f"draft_workers names must be unique, got {workers}")
+        for w, worker in enumerate(self.draft_workers):
+            _check_shared_vocabulary(worker.shape(f"draft_workers[{w}]"), target, f"draft_workers[{w}]")
+            if self.draft_max_model_len(worker) < self.max_model_len:
+                raise ValueError(f"draft_workers[{w}].max_model_len {worker.max_model_len} is shorter than the "
+                                 f"target's {self.max_model_len}; raise it or leave it unset")
         for i, pool in enumerate(self.pools):
             spec = pool.speculation
             if spec.method == "draft_model":
-                draft = spec.draft.shape(f"pools[{i}].speculation.draft")
-                if draft.vocab_size != target.vocab_size:
-                    raise ValueError(
-                        f"pools[{i}].speculation.draft: vocabulary size {draft.vocab_size} differs from the "
-                        f"target's {target.vocab_size}; draft_model needs a draft that shares the target's tokenizer")
+                _check_shared_vocabulary(spec.draft.shape(f"pools[{i}].speculation.draft"), target,
+                                         f"pools[{i}].speculation.draft")
+            if spec.draft_worker is not None and spec.draft_worker not in workers:
+                raise ValueError(f"pools[{i}].speculation.draft_worker '{spec.draft_worker}' is not a draft worker "
+                                 f"of this model; add it under draft_workers or use one of {workers}")
+        unused = set(workers) - {p.speculation.draft_worker for p in self.pools}
+        if unused:
+            raise ValueError(f"draft_workers {sorted(unused)} are drafted for by no pool; set speculation.draft_worker "
+                             f"of a routed pool to them or remove them")
         if self.router is not None:
             for c, request_class in enumerate(self.router.classes):
                 for method in request_class.methods:
                     if self.pool_for_method(method) is None:
                         raise ValueError(
                             f"router.classes[{c}] ({request_class.name}) allows method '{method}' but no pool serves "
-                            f"it; add a pool with speculation.method '{method}' (or 'routed' for {ROUTED_METHODS})")
-        if self.accelerator.kind == "gpu":
-            for fit in plan_model(self):
-                if not fit.fits:
-                    raise ValueError(f"pool '{fit.pool}' does not fit: {fit.explain()}")
+                            f"it; add a pool with speculation.method '{method}' (or 'routed' for ngram and none, with a "
+                            f"draft_worker for {REMOTE_DRAFT})")
+        for fit in plan_model(self):
+            if not fit.fits:
+                raise ValueError(f"{fit.role} '{fit.name}' does not fit: {fit.explain()}")
         return self
+
+
+def _check_shared_vocabulary(draft: Architecture, target: Architecture, field: str) -> None:
+    if draft.vocab_size != target.vocab_size:
+        raise ValueError(f"{field}: vocabulary size {draft.vocab_size} differs from the target's {target.vocab_size}; "
+                         f"drafting needs a draft that shares the target's tokenizer")
 
 
 class IngressConfig(_Strict):

@@ -7,15 +7,16 @@ engine as `extra_args` unchanged, so the choice travels with the request into th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 METHOD_KEY = "spec_method"
 K_KEY = "spec_k"
 CLASS_KEY = "spec_class"
 
+# Drafts from the model's separately placed draft worker (see `remote_draft.py`).
+REMOTE_DRAFT = "remote_draft"
 # Methods the routed proposer runs per request inside one target engine.
-RoutedMethod = Literal["none", "ngram"]
-ROUTED_METHODS: tuple[str, ...] = ("ngram", "none")
+ROUTED_METHODS: tuple[str, ...] = ("ngram", REMOTE_DRAFT, "none")
 
 
 @dataclass(frozen=True)
