@@ -9,23 +9,34 @@ from ray.serve.llm import build_llm_deployment
 from ray.serve.llm.ingress import make_fastapi_ingress
 
 from serve_app.config.schema import AppConfig
+from serve_app.draft_worker.llm_config import build_draft_llm_config
+from serve_app.draft_worker.server import DraftServer
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
 from serve_app.target.llm_config import build_llm_config, deployment_name
 from serve_app.target.server import TargetServer
 
 
 def build_app(args: AppConfig) -> Application:
-    """One target deployment per pool, behind one OpenAI ingress."""
+    """One target deployment per pool, one per draft worker, behind one OpenAI ingress."""
     pools: dict[str, dict[str, Application]] = {}
     cards, llm_configs = {}, []
     for model in args.models:
         pools[model.id] = {}
+        draft_workers = {
+            worker.name: build_llm_deployment(
+                build_draft_llm_config(model, worker), deployment_cls=DraftServer,
+                override_serve_options={"name": deployment_name("draft", model, worker.name)})
+            for worker in model.draft_workers}
         for pool in model.pools:
             llm_config = build_llm_config(model, pool)
             llm_configs.append(llm_config)
+            bind_kwargs = {"pool": pool.name, "method": pool.speculation.method}
+            if pool.speculation.draft_worker is not None:
+                bind_kwargs.update(draft_worker=draft_workers[pool.speculation.draft_worker],
+                                   draft_config=model.draft_worker(pool.speculation.draft_worker))
             pools[model.id][pool.name] = build_llm_deployment(
-                llm_config, deployment_cls=TargetServer, override_serve_options={"name": deployment_name(model, pool)},
-                bind_kwargs={"pool": pool.name, "method": pool.speculation.method})
+                llm_config, deployment_cls=TargetServer, bind_kwargs=bind_kwargs,
+                override_serve_options={"name": deployment_name("target", model, pool.name)})
         cards[model.id] = to_model_metadata(model.id, llm_configs[-1])
 
     options = SpecIngress.get_deployment_options(llm_configs)

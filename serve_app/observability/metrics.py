@@ -68,3 +68,55 @@ def class_spec_counters() -> dict[str, metrics.Counter]:
 def class_accepted_per_position() -> metrics.Counter:
     return metrics.Counter("specserve_spec_accepted_tokens_per_pos", "Accepted draft tokens by draft position",
                            tag_keys=(*ACCEPTANCE_TAGS, "position"))
+
+
+DRAFT_TAGS = ("model", "pool")
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
+# A draft call is worth making only if it is a fraction of a target step (tens of ms).
+DRAFT_LATENCY_BOUNDARIES_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
+
+
+@cache
+def draft_calls() -> metrics.Counter:
+    return metrics.Counter("specserve_draft_calls", "Batched calls from a target replica to its draft worker",
+                           tag_keys=DRAFT_TAGS)
+
+
+@cache
+def draft_totals() -> dict[str, metrics.Counter]:
+    """Exact sums for means; Ray's histograms report bucket-midpoint sums, not the observed ones."""
+    return {"rows": metrics.Counter("specserve_draft_rows", "Requests drafted by the draft worker",
+                                    tag_keys=DRAFT_TAGS),
+            "wait_s": metrics.Counter("specserve_draft_waited_seconds",
+                                      "Seconds target steps waited for remote drafts", tag_keys=DRAFT_TAGS)}
+
+
+@cache
+def draft_fallbacks() -> metrics.Counter:
+    return metrics.Counter("specserve_draft_fallbacks",
+                           "Engine steps that decoded without remote drafts (timeout, error, unavailable)",
+                           tag_keys=(*DRAFT_TAGS, "reason"))
+
+
+@cache
+def draft_wait_seconds() -> metrics.Histogram:
+    return metrics.Histogram("specserve_draft_wait_seconds", "Time a target step waited for its remote drafts",
+                             boundaries=DRAFT_LATENCY_BOUNDARIES_S, tag_keys=DRAFT_TAGS)
+
+
+@cache
+def draft_batch_size() -> metrics.Histogram:
+    return metrics.Histogram("specserve_draft_batch_size", "Requests drafted per call to the draft worker",
+                             boundaries=BATCH_BOUNDARIES, tag_keys=DRAFT_TAGS)
+
+
+@cache
+def draft_worker_seconds() -> metrics.Histogram:
+    return metrics.Histogram("specserve_draft_worker_seconds", "Time the draft worker took per batched call",
+                             boundaries=DRAFT_LATENCY_BOUNDARIES_S, tag_keys=("model",))
+
+
+@cache
+def draft_worker_batch_size() -> metrics.Histogram:
+    return metrics.Histogram("specserve_draft_worker_batch_size", "Contexts per batched call at the draft worker",
+                             boundaries=BATCH_BOUNDARIES, tag_keys=("model",))

@@ -1,7 +1,8 @@
 """Read the app's metrics back from a Prometheus endpoint (Ray's metrics agent).
 
 vLLM's counters are labelled by ReplicaId only; `specserve_replica_info` maps each ReplicaId
-to its pool, so per-pool sums join the two here, as a PromQL `group_left` would.
+to its pool, so per-pool sums join the two here, as a PromQL `group_left` would. The app's
+own per-pool metrics (draft worker calls) carry the pool label themselves.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # Ray prefixes application metrics with "ray_" and vLLM's ":" becomes "_".
 REPLICA_INFO = "ray_specserve_replica_info"
-SPEC_COUNTERS = {
+POOL_COUNTERS = {
     "drafts": "ray_vllm_spec_decode_num_drafts_total",
     "draft_tokens": "ray_vllm_spec_decode_num_draft_tokens_total",
     "accepted_tokens": "ray_vllm_spec_decode_num_accepted_tokens_total",
     "requests": "ray_vllm_request_success_total",
     "generation_tokens": "ray_vllm_generation_tokens_total",
+    "draft_calls": "ray_specserve_draft_calls_total",
+    "draft_rows": "ray_specserve_draft_rows_total",
+    "draft_wait_s": "ray_specserve_draft_waited_seconds_total",
+    "draft_fallbacks": "ray_specserve_draft_fallbacks_total",
 }
 
 
@@ -36,17 +41,17 @@ def scrape(url: str) -> str:
 def per_pool(text: str) -> dict[str, dict[str, float]]:
     """Engine counters summed per pool (pools with no sample yet are absent)."""
     pool_of = {labels["ReplicaId"]: labels["pool"] for labels, value in samples(text, REPLICA_INFO) if value}
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(SPEC_COUNTERS, 0.0))
-    for key, name in SPEC_COUNTERS.items():
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(POOL_COUNTERS, 0.0))
+    for key, name in POOL_COUNTERS.items():
         for labels, value in samples(text, name):
-            pool = pool_of.get(labels.get("ReplicaId", ""))
+            pool = labels.get("pool") or pool_of.get(labels.get("ReplicaId", ""))
             if pool is not None:
                 totals[pool][key] += value
     return dict(totals)
 
 
 def pool_counters(url: str, pool: str) -> dict[str, float]:
-    return per_pool(scrape(url)).get(pool, dict.fromkeys(SPEC_COUNTERS, 0.0))
+    return per_pool(scrape(url)).get(pool, dict.fromkeys(POOL_COUNTERS, 0.0))
 
 
 def settled_pool_counters(url: str, pool: str, min_requests: float, deadline_s: float = 60) -> dict[str, float]:

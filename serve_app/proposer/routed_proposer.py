@@ -2,10 +2,11 @@
 
 vLLM fixes the speculation method and k at engine start; this proposer is built once per
 worker with k_max and, at each step, reads every batch row's request (`extra_args`, see
-`request_spec.py`) to decide what to propose for it: nothing, or an ngram prompt-lookup draft
-of that request's own k. The model runner (needed to map batch rows to requests) is handed
-over by `SpecControlExtension.attach_routed_proposer` once the engine is up; until then every
-row gets no draft, which is plain decoding.
+`request_spec.py`) to decide what to propose for it: nothing, an ngram prompt-lookup draft,
+or a draft from the model's separately placed draft worker, each of that request's own k.
+The model runner (needed to map batch rows to requests) and the draft worker's endpoint are
+handed over by `SpecControlExtension.attach_routed_proposer` once the engine is up; until
+then every row gets no draft, which is plain decoding.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from vllm.config import VllmConfig
 from vllm.v1.spec_decode.ngram_proposer import NgramProposer
 
 from serve_app.proposer.acceptance import AcceptanceBook
-from serve_app.proposer.request_spec import RequestSpec
+from serve_app.proposer.remote_draft import RemoteDraftClient
+from serve_app.proposer.request_spec import REMOTE_DRAFT, RequestSpec
 
 DEFAULT_PROMPT_LOOKUP = (2, 4)
 
@@ -26,7 +28,9 @@ class RoutedProposer:
     def __init__(self, vllm_config: VllmConfig):
         spec = vllm_config.speculative_config
         self.k_max = spec.num_speculative_tokens
+        self.max_model_len = vllm_config.model_config.max_model_len
         self.runner = None
+        self.remote: RemoteDraftClient | None = None
         self.book = AcceptanceBook()
         lookup_min = spec.prompt_lookup_min or DEFAULT_PROMPT_LOOKUP[0]
         lookup_max = spec.prompt_lookup_max or max(lookup_min, DEFAULT_PROMPT_LOOKUP[1])
@@ -39,8 +43,10 @@ class RoutedProposer:
             parallel_config=vllm_config.parallel_config,
         ))
 
-    def attach(self, runner) -> None:
+    def attach(self, runner, remote: RemoteDraftClient | None = None) -> None:
+        """`remote` is given to the TP rank whose drafts vLLM uses; other ranks never call the draft worker."""
         self.runner = runner
+        self.remote = remote
 
     def load_model(self, *args, **kwargs) -> None:
         """No weights: the drafts come from the request's own tokens."""
@@ -69,6 +75,15 @@ class RoutedProposer:
             proposed = self.ngram.propose(k, only_ngram, num_tokens_no_spec, token_ids_cpu)
             for i in ngram_rows:
                 drafts[i] = list(proposed[i][: specs[i].k])
+        remote_rows = [i for i, s in enumerate(specs) if s.method == REMOTE_DRAFT and sampled_token_ids[i]
+                       and num_tokens_no_spec[i] < self.max_model_len - 1]
+        if remote_rows and self.remote is not None:
+            # The whole context each time: the draft worker's prefix cache makes all but the new tokens free.
+            contexts = [token_ids_cpu[i, : num_tokens_no_spec[i]].copy() for i in remote_rows]
+            ks = [min(specs[i].k, self.max_model_len - 1 - int(num_tokens_no_spec[i])) for i in remote_rows]
+            proposed = self.remote.propose(contexts, ks)
+            for i, k, tokens in zip(remote_rows, ks, proposed or []):
+                drafts[i] = list(tokens[:k])
         self.book.step(req_ids, sampled_token_ids,
                        [(s.request_class, s.method, len(d)) for s, d in zip(specs, drafts)])
         return drafts

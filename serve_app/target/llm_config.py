@@ -12,14 +12,15 @@ import re
 from ray.serve.llm import LLMConfig
 
 from serve_app.config.architecture import resolve_source
-from serve_app.config.schema import WORKER_EXTENSION, ModelConfig, PoolConfig
+from serve_app.config.schema import WORKER_EXTENSION, AcceleratorConfig, AutoscalingConfig, ModelConfig, PoolConfig
 
 # Small enough for a laptop; the test models need far less.
 DEFAULT_CPU_KVCACHE_GIB = "1"
 
 
-def deployment_name(model: ModelConfig, pool: PoolConfig) -> str:
-    return f"target-{re.sub(r'[^A-Za-z0-9_-]+', '_', model.id)}-{pool.name}"
+def deployment_name(role: str, model: ModelConfig, name: str) -> str:
+    """`target-<model>-<pool>` or `draft-<model>-<worker>`: Serve names allow no slashes."""
+    return f"{role}-{re.sub(r'[^A-Za-z0-9_-]+', '_', model.id)}-{name}"
 
 
 def _engine_kwargs(model: ModelConfig, pool: PoolConfig) -> dict:
@@ -39,35 +40,38 @@ def _engine_kwargs(model: ModelConfig, pool: PoolConfig) -> dict:
     return {**kwargs, **model.engine_kwargs}
 
 
-def _placement(model: ModelConfig) -> dict:
-    acc = model.accelerator
+def engine_placement(acc: AcceleratorConfig, tensor_parallel_size: int, gpu_fraction: float = 1.0) -> dict:
+    """LLMConfig fields that place one engine replica: its bundles, accelerator type and env."""
     if acc.kind == "cpu":
-        tp = model.tensor_parallel_size
         env = {"VLLM_CPU_KVCACHE_SPACE": DEFAULT_CPU_KVCACHE_GIB}
-        if tp > 1:
+        if tensor_parallel_size > 1:
             # vLLM's CPU backend needs one core bound per TP rank ("Not enough allowed NUMA nodes").
-            env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
+            env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tensor_parallel_size))
         return {"accelerator_config": {"kind": "cpu"}, "runtime_env": {"env_vars": env}}
+    # Ray Serve LLM reads a fractional GPU bundle and tells vLLM's Ray executor (VLLM_RAY_PER_WORKER_GPUS).
     return {
         "accelerator_type": acc.type,
-        "placement_group_config": {"bundle_per_worker": {"GPU": 1}, "strategy": "STRICT_PACK"},
+        "placement_group_config": {"bundle_per_worker": {"GPU": gpu_fraction}, "strategy": "STRICT_PACK"},
+    }
+
+
+def deployment_config(scaling: AutoscalingConfig, max_ongoing_requests: int) -> dict:
+    return {
+        "max_ongoing_requests": max_ongoing_requests,
+        "autoscaling_config": {
+            "min_replicas": scaling.min_replicas,
+            "initial_replicas": max(scaling.min_replicas, 1),
+            "max_replicas": scaling.max_replicas,
+            "target_ongoing_requests": scaling.target_ongoing_requests,
+        },
     }
 
 
 def build_llm_config(model: ModelConfig, pool: PoolConfig) -> LLMConfig:
-    scaling = pool.autoscaling
     return LLMConfig(
         model_loading_config={"model_id": model.id, "model_source": resolve_source(model.source)},
         engine_kwargs=_engine_kwargs(model, pool),
-        deployment_config={
-            "max_ongoing_requests": pool.max_ongoing_requests,
-            "autoscaling_config": {
-                "min_replicas": scaling.min_replicas,
-                "initial_replicas": max(scaling.min_replicas, 1),
-                "max_replicas": scaling.max_replicas,
-                "target_ongoing_requests": scaling.target_ongoing_requests,
-            },
-        },
+        deployment_config=deployment_config(pool.autoscaling, pool.max_ongoing_requests),
         log_engine_metrics=True,
-        **_placement(model),
+        **engine_placement(model.accelerator, model.tensor_parallel_size),
     )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import ray
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMConfig, LLMServer
 
+from serve_app.config.schema import DraftWorkerConfig
 from serve_app.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -26,12 +29,19 @@ class TargetServer(LLMServer):
     ReplicaId to its pool and speculation method (join on ReplicaId in PromQL).
     """
 
-    async def __init__(self, llm_config: LLMConfig, *, pool: str, method: str):
+    async def __init__(self, llm_config: LLMConfig, *, pool: str, method: str,
+                       draft_worker: DeploymentHandle | None = None, draft_config: DraftWorkerConfig | None = None):
         await super().__init__(llm_config)
         self._routed = method == "routed"
+        self._remote = draft_worker is not None
         if self._routed:
             # The routed proposer drafts nothing until it can map batch rows to requests.
-            attached = await self.collective_rpc("attach_routed_proposer")
+            endpoint = None
+            if draft_worker is not None:
+                endpoint = {"gcs_address": ray.get_runtime_context().gcs_address, "app_name": draft_worker.app_name,
+                            "deployment": draft_worker.deployment_name, "deadline_s": draft_config.deadline_ms / 1000,
+                            "retry_after_s": draft_config.retry_after_s}
+            attached = await self.collective_rpc("attach_routed_proposer", kwargs={"draft_endpoint": endpoint})
             if not all(attached):
                 raise RuntimeError(f"pool {pool}: the routed proposer did not attach in every worker: {attached}")
         replica = serve.get_replica_context().replica_id.unique_id
@@ -44,7 +54,16 @@ class TargetServer(LLMServer):
         """Cumulative drafts and acceptance per (request class, method) on this replica."""
         if not self._routed:
             return []
-        return (await self.collective_rpc("routed_acceptance"))[0]  # every TP rank keeps the same books
+        return (await self.collective_rpc("routed_acceptance"))[0]  # rank 0's drafts are the ones vLLM uses
+
+    async def remote_draft_stats(self) -> dict | None:
+        """Draft worker calls, timeouts and failures since the start; latencies since the last read."""
+        if not self._remote:
+            return None
+        # Only the rank whose drafts vLLM uses calls the draft worker; the others answer None.
+        stats = next(s for s in await self.collective_rpc("remote_draft_stats") if s is not None)
+        self._export_draft_stats(stats)
+        return stats
 
     async def _publish(self) -> None:
         while True:
@@ -52,8 +71,9 @@ class TargetServer(LLMServer):
             if self._routed:
                 try:
                     self._export_acceptance(await self.routed_acceptance())
+                    await self.remote_draft_stats()
                 except Exception:  # metrics must never take the replica down
-                    logger.exception("reading the routed proposer's acceptance failed")
+                    logger.exception("reading the routed proposer's statistics failed")
             await asyncio.sleep(PUBLISH_PERIOD_S)
 
     def _export_acceptance(self, tallies: list[dict]) -> None:
@@ -65,6 +85,18 @@ class TargetServer(LLMServer):
                 self._increment(counter, (pair, key), tally[key], tags)
             for pos, total in enumerate(tally["accepted_per_position"]):
                 self._increment(per_position, (pair, pos), total, {**tags, "position": str(pos)})
+
+    def _export_draft_stats(self, stats: dict) -> None:
+        """Called on every read, since a read drains the latency observations."""
+        self._increment(metrics.draft_calls(), ("draft", "calls"), stats["calls"], self._tags)
+        for key, counter in metrics.draft_totals().items():
+            self._increment(counter, ("draft", key), stats[key], self._tags)
+        for reason in ("timeouts", "errors", "unavailable"):
+            self._increment(metrics.draft_fallbacks(), ("draft", reason), stats[reason],
+                            {**self._tags, "reason": reason})
+        for wait_s, batch in stats["observations"]:
+            metrics.draft_wait_seconds().observe(wait_s, tags=self._tags)
+            metrics.draft_batch_size().observe(batch, tags=self._tags)
 
     def _increment(self, counter, key: tuple, total: float, tags: dict[str, str]) -> None:
         """Ray counters only go up by increments: export what grew since the last reading."""
