@@ -9,6 +9,8 @@ import yaml
 
 from cluster.placement import plan_app
 from serve_app.check import load_apps
+from serve_app.draft_worker.llm_config import build_draft_llm_config
+from serve_app.target.llm_config import build_llm_config
 from tests.conftest import ROOT
 
 SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
@@ -64,3 +66,22 @@ def test_worker_groups_hold_the_plan():
             assert all(gpus % tp == 0 for tp in tp_sizes)
         assert sum(g["minReplicas"] * n for g, n in zip(matching, per_pod)) >= need_min
         assert sum(g["maxReplicas"] * n for g, n in zip(matching, per_pod)) >= need_max
+
+
+def test_prod_engines_are_placed_as_planned():
+    """The LLMConfigs `serve run configs/prod.yaml` builds, by the same code as the local config's."""
+    [(_, app)] = load_apps(ROOT / "configs" / "prod.yaml")
+    model = app.models[0]
+    routed = build_llm_config(model, model.pool("routed"))
+    assert routed.accelerator_type == "H100"
+    assert routed.placement_group_config == {"bundle_per_worker": {"GPU": 1}, "strategy": "STRICT_PACK"}
+    assert routed.engine_kwargs["tensor_parallel_size"] == 4
+    assert routed.engine_kwargs["speculative_config"]["method"] == "custom_class"
+    assert "draft" not in str(routed.engine_kwargs["speculative_config"]), "no drafter on the target's GPUs"
+    draft = build_draft_llm_config(model, model.draft_worker("llama-1b"))
+    assert draft.accelerator_type == "L4"
+    assert draft.placement_group_config == {"bundle_per_worker": {"GPU": 0.5}, "strategy": "STRICT_PACK"}
+    assert draft.engine_kwargs["gpu_memory_utilization"] == 0.45
+    assert draft.engine_kwargs["enable_prefix_caching"] is True
+    assert draft.engine_kwargs["max_model_len"] >= model.max_model_len
+    assert draft.deployment_config["autoscaling_config"]["max_replicas"] == 6
