@@ -1,5 +1,5 @@
 """The running app over HTTP with the official openai client: configs/local.yaml on real
-Ray Serve and real vLLM CPU engines (plain, ngram and draft-model pools)."""
+Ray Serve and real vLLM CPU engines (plain, routed and draft-model pools, and a draft worker)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
 RAY_REPORT_INTERVAL_S = 10  # Ray's default metrics_report_interval_ms
 # method -> the pool of configs/local.yaml that runs it
-POOL_OF = {"none": "plain", "ngram": "routed", "draft_model": "draft"}
+POOL_OF = {"none": "plain", "ngram": "routed", "draft_model": "draft", "remote_draft": "routed"}
 # A code edit: the answer copies the code above the marker, so prompt lookup finds drafts.
 CODE_EDIT = CODE + "args)\n    return parser.parse_args(argv)\n" + EDIT_MARKER
 
@@ -33,7 +33,8 @@ def test_models_lists_the_model(openai_client):
 def test_health_reports_every_pool_running(serve_app):
     body = httpx.get(f"{serve_app}/health", timeout=10).json()
     assert body["status"] == "ok"
-    assert {"target-tiny-llama-plain", "target-tiny-llama-routed", "target-tiny-llama-draft"} <= set(body["deployments"])
+    assert set(body["deployments"]) == {"ingress", "target-tiny-llama-plain", "target-tiny-llama-routed",
+                                        "target-tiny-llama-draft", "draft-tiny-llama-tiny-draft"}
 
 
 def test_completion_is_routed_and_reports_usage(openai_client):
@@ -57,6 +58,7 @@ def test_greedy_output_is_the_same_with_every_speculation_method(openai_client):
         texts[method] = raw.parse().choices[0].text
     assert texts["ngram"] == texts["none"]
     assert texts["draft_model"] == texts["none"]
+    assert texts["remote_draft"] == texts["none"]
 
 
 def test_chat_completion(openai_client):
@@ -178,7 +180,7 @@ def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_
 
     by_class = wait_until(books_match_engine, 90, "per-class counters to add up to the routed engine's", 3)
     assert by_class[("agentic", "ngram")]["drafts"] > 0
-    assert all(method == "ngram" for _, method in by_class)  # "none" never drafts
+    assert all(method != "none" for _, method in by_class)  # "none" never drafts
 
 
 def test_bad_k_is_400(openai_client):

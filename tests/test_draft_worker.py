@@ -1,0 +1,103 @@
+"""The separately placed draft worker, live: a real draft deployment drafting for a real target.
+
+The routed pool of configs/local.yaml drafts `remote_draft` requests through the draft worker
+deployment `draft-tiny-llama-tiny-draft`; every assertion here is on what the app itself
+reports (responses, vLLM's engine counters, the app's draft-call metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import psutil
+
+from cluster.benchmarks.http_load import run_load
+from serve_app.observability.scrape import quiet_pool_counters
+from tests.conftest import wait_until
+
+REMOTE = {"x-spec-method": "remote_draft"}
+PLAIN = {"x-spec-pool": "plain"}
+DRAFT_REPLICA_TITLE = "ServeReplica:specserve:draft-tiny-llama-tiny-draft"
+PROMPT = "def parse_header(line):\n    key, _, value = line.partition(':')\n"
+# Longer than Ray's report interval and the replicas' publishing period together.
+QUIET_S = 16
+
+
+def _complete(openai_client, headers: dict, max_tokens: int = 48, prompt: str = PROMPT) -> str:
+    return openai_client.completions.create(
+        model="tiny-llama", prompt=prompt, max_tokens=max_tokens, temperature=0.0, extra_headers=headers,
+        extra_body={"ignore_eos": True}).choices[0].text
+
+
+def _routed_counters(ray_cluster) -> dict[str, float]:
+    return quiet_pool_counters(ray_cluster["metrics_url"], "routed", QUIET_S)
+
+
+def _delta(before: dict, after: dict) -> dict:
+    return {key: after[key] - before[key] for key in after}
+
+
+def test_remote_drafts_are_lossless_and_accepted(openai_client, ray_cluster):
+    before = _routed_counters(ray_cluster)
+    remote = _complete(openai_client, REMOTE)
+    assert remote == _complete(openai_client, PLAIN)
+    delta = _delta(before, _routed_counters(ray_cluster))
+    assert delta["draft_calls"] > 0
+    # vLLM's own counters of the target engine: the remote drafts were verified and accepted.
+    assert delta["drafts"] > 0 and delta["accepted_tokens"] > 0
+    assert delta["draft_fallbacks"] == 0
+
+
+def test_one_draft_call_per_step_carries_every_request(serve_app, ray_cluster):
+    before = _routed_counters(ray_cluster)
+    bodies = [{"model": "tiny-llama", "prompt": f"{PROMPT}# variant {i}\n", "max_tokens": 48, "temperature": 0.0,
+               "ignore_eos": True} for i in range(4)]
+    results, _ = asyncio.run(run_load(serve_app, bodies, concurrency=4, headers=REMOTE))
+    assert all(r.completion_tokens == 48 for r in results)
+    delta = _delta(before, _routed_counters(ray_cluster))
+    # One call per request per step would average 1 row per call; 4 requests decoding together
+    # share each step's call (prefills and finishes make a few smaller ones).
+    assert delta["draft_calls"] > 0
+    assert delta["draft_rows"] / delta["draft_calls"] >= 2.5, delta
+
+
+def _draft_worker_processes() -> list[psutil.Process]:
+    """The draft replica and its vLLM EngineCore and worker: what a lost node takes down."""
+    [replica] = [p for p in psutil.process_iter(["cmdline"]) if DRAFT_REPLICA_TITLE in " ".join(p.info["cmdline"] or [])]
+    return [replica, *replica.children(recursive=True)]
+
+
+def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray_cluster):
+    expected = _complete(openai_client, PLAIN, max_tokens=400)
+    before = _routed_counters(ray_cluster)
+    draft_worker = _draft_worker_processes()
+    text, killed = [], False
+    body = {"model": "tiny-llama", "prompt": PROMPT, "max_tokens": 400, "temperature": 0.0, "ignore_eos": True,
+            "stream": True}
+    with httpx.stream("POST", f"{serve_app}/v1/completions", json=body, headers=REMOTE, timeout=300) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[len("data: "):])
+            text += [c["text"] for c in chunk.get("choices", [])]
+            if not killed and len(text) >= 20:
+                for proc in draft_worker:
+                    proc.kill()
+                killed = True
+    assert killed, "the generation ended before the draft worker could be killed"
+    assert "".join(text) == expected
+    assert _delta(before, _routed_counters(ray_cluster))["draft_fallbacks"] > 0
+
+    # Serve starts a new draft replica; speculation through it resumes without a target restart.
+    wait_until(lambda: httpx.get(f"{serve_app}/health", timeout=5).status_code == 200, 600,
+               "the draft worker to be replaced")
+    resumed = _routed_counters(ray_cluster)
+
+    def drafting_again():
+        _complete(openai_client, REMOTE)
+        return _delta(resumed, quiet_pool_counters(ray_cluster["metrics_url"], "routed", QUIET_S))["draft_calls"] > 0
+
+    wait_until(drafting_again, 120, "remote drafts to resume", interval_s=0)
