@@ -11,7 +11,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-url", default="http://127.0.0.1:8000")
     p.add_argument("--model", default="tiny-llama")
-    p.add_argument("--methods", default="none,ngram,draft_model", help="comma-separated; must include none")
+    p.add_argument("--methods", default="none,ngram,draft_model,remote_draft",
+                   help="comma-separated; must include none")
     p.add_argument("--concurrency", default="1,8", help="comma-separated")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("bench-results"))

@@ -3,29 +3,39 @@
     python -m cluster.benchmarks.spec_methods [--base-url URL] [--metrics-url URL] [--out DIR]
 
 For each workload (code_edit, free_form) and concurrency (1, 8) it sends the same requests
-with each speculation method forced (x-spec-method header): none, ngram, draft model. The
-methods are measured one after another in one run after a warm-up, and every speedup is a
-ratio to no speculation on the same workload and concurrency. Acceptance comes from vLLM's
-own spec-decode counters of the pool that served the method (scraped from Ray's metrics
-endpoint).
-Writes DIR/spec_methods.json and DIR/spec_methods.md.
+with each speculation method forced (x-spec-method header): none, ngram, the in-engine draft
+model and the separately placed draft worker (remote_draft). The methods are measured one
+after another in one run after a warm-up, and every speedup is a ratio to no speculation on
+the same workload and concurrency. Acceptance comes from vLLM's own spec-decode counters of
+the pool that served the method, and the time target steps waited for remote drafts from the
+app's draft-call metrics (both scraped from Ray's metrics endpoint).
+Writes DIR/spec_methods.json and DIR/spec_methods.md, and DIR/draft_memory.{json,md}: what
+placing each draft worker apart saves on the target (from the configs, by the plan's arithmetic).
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from cluster.benchmarks import report, workloads
+from cluster.placement import memory_moved_off_target
+from serve_app.check import load_apps
 from cluster.benchmarks.http_load import run_load, summarize
-from serve_app.observability.scrape import pool_counters, settled_pool_counters
+from serve_app.observability.scrape import pool_counters, quiet_pool_counters
 
-def _acceptance(before: dict[str, float], after: dict[str, float]) -> dict:
-    drafts = after["drafts"] - before["drafts"]
-    proposed = after["draft_tokens"] - before["draft_tokens"]
-    accepted = after["accepted_tokens"] - before["accepted_tokens"]
+# Longer than the replicas' 5 s publishing period plus Ray's 10 s report interval.
+COUNTERS_QUIET_S = 16
+
+
+def _pool_deltas(before: dict[str, float], after: dict[str, float]) -> dict:
+    delta = {key: after[key] - before[key] for key in after}
     return {
-        "acceptance_rate": accepted / proposed if proposed else None,
-        "mean_acceptance_length": 1 + accepted / drafts if drafts else None,
+        "acceptance_rate": delta["accepted_tokens"] / delta["draft_tokens"] if delta["draft_tokens"] else None,
+        "mean_acceptance_length": 1 + delta["accepted_tokens"] / delta["drafts"] if delta["drafts"] else None,
+        # One draft worker call per engine step that has remote-draft requests.
+        "draft_wait_ms_per_step": 1000 * delta["draft_wait_s"] / delta["draft_calls"] if delta["draft_calls"] else None,
+        "draft_fallback_steps": delta["draft_fallbacks"],
     }
 
 
@@ -48,11 +58,11 @@ def run(base_url: str, metrics_url: str, model: str, methods: list[str], concurr
             bodies = [{**body, "prompt": p, "max_tokens": load.max_tokens} for p in prompts]
             for method in methods:
                 pool = pool_of[method]
-                before = pool_counters(metrics_url, pool)
+                before = quiet_pool_counters(metrics_url, pool, COUNTERS_QUIET_S)
                 results, wall = asyncio.run(run_load(base_url, bodies, concurrency, {"x-spec-method": method}))
-                after = settled_pool_counters(metrics_url, pool, before["requests"] + len(results))
+                after = quiet_pool_counters(metrics_url, pool, COUNTERS_QUIET_S)
                 rows.append({"workload": load.name, "concurrency": concurrency, "method": method, "pool": pool,
-                             **summarize(results, wall), **_acceptance(before, after)})
+                             **summarize(results, wall), **_pool_deltas(before, after)})
     for row in rows:
         base = next(r for r in rows if r["method"] == "none" and r["workload"] == row["workload"]
                     and r["concurrency"] == row["concurrency"])
@@ -66,13 +76,30 @@ def _fmt(value, spec: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| workload | conc | method | tok/s | speedup | TTFT p50/p99 ms | TPOT p50/p99 ms | accept rate "
-             "| mean accept len |", "|---|---|---|---|---|---|---|---|---|"]
+             "| mean accept len | draft wait ms/step | fallback steps |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        remote = r["method"] == "remote_draft"
         lines.append(
             f"| {r['workload']} | {r['concurrency']} | {r['method']} | {r['tokens_per_s']:.1f} | "
             f"{r['speedup_vs_no_spec']:.2f}x | {r['ttft_p50_ms']:.0f} / {r['ttft_p99_ms']:.0f} | "
             f"{r['tpot_p50_ms']:.1f} / {r['tpot_p99_ms']:.1f} | {_fmt(r['acceptance_rate'], '.2f')} | "
-            f"{_fmt(r['mean_acceptance_length'], '.2f')} |")
+            f"{_fmt(r['mean_acceptance_length'], '.2f')} | {_fmt(r['draft_wait_ms_per_step'], '.1f')} | "
+            f"{_fmt(r['draft_fallback_steps'] if remote else None, '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def draft_memory(configs: list[Path]) -> list[dict]:
+    return [memory_moved_off_target(model, worker) for path in configs for _, app in load_apps(path)
+            for model in app.models for worker in model.draft_workers]
+
+
+def memory_markdown(rows: list[dict]) -> str:
+    lines = ["| model | draft worker | TP | draft weights off each target rank | KV bytes/token target + "
+             "in-engine draft | KV capacity gained |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['draft_worker']} | {r['tensor_parallel_size']} | "
+                     f"{r['draft_weights_mib_per_rank']:.1f} MiB | {r['kv_bytes_per_token_target']:.0f} + "
+                     f"{r['kv_bytes_per_token_draft']:.0f} | +{100 * r['kv_capacity_gain']:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
@@ -80,7 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = report.parser(__doc__)
     parser.add_argument("--metrics-url", default="http://127.0.0.1:8080/metrics")
     parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument("--configs", default="configs/local.yaml,configs/prod.yaml",
+                        help="configs whose draft workers' target-side memory savings to report")
     args = parser.parse_args(argv)
+    memory = draft_memory([Path(c) for c in args.configs.split(",")])
+    report.write(args.out, "draft_memory", memory, memory_markdown(memory))
     rows = run(args.base_url, args.metrics_url, args.model, args.methods.split(","),
                [int(c) for c in args.concurrency.split(",")], args.requests_per_client, args.max_tokens)
     report.write(args.out, "spec_methods", rows, markdown(rows))
