@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from serve_app.config.architecture import Architecture
-    from serve_app.config.schema import AcceleratorConfig, AppConfig, ModelConfig
+    from serve_app.config.schema import AcceleratorConfig, AppConfig, DraftWorkerConfig, ModelConfig
 
 GIB = 1024**3
 
@@ -111,7 +111,9 @@ def plan_model(model: "ModelConfig") -> list[Placement]:
             DTYPE_BYTES[worker.dtype or model.dtype], model.draft_max_model_len(worker),
             [worker.shape(f"draft_workers.{worker.name}")])))
     return plans
-def memory_moved_off_target(model: "ModelConfig", worker) -> dict:
+
+
+def memory_moved_off_target(model: "ModelConfig", worker: "DraftWorkerConfig") -> dict:
     """What the same draft would take on each target rank if it ran in-engine (as vLLM's
     draft_model does): its weights, and its share of every cached token's KV bytes."""
     tp, dtype_bytes = model.tensor_parallel_size, DTYPE_BYTES[worker.dtype or model.dtype]
