@@ -19,10 +19,10 @@ import asyncio
 from pathlib import Path
 
 from cluster.benchmarks import report, workloads
+from cluster.benchmarks.http_load import run_load, summarize
 from cluster.placement import memory_moved_off_target
 from serve_app.check import load_apps
-from cluster.benchmarks.http_load import run_load, summarize
-from serve_app.observability.scrape import pool_counters, quiet_pool_counters
+from serve_app.observability.scrape import quiet_pool_counters
 
 # Longer than the replicas' 5 s publishing period plus Ray's 10 s report interval.
 COUNTERS_QUIET_S = 16
