@@ -21,8 +21,6 @@ REMOTE = {"x-spec-method": "remote_draft"}
 PLAIN = {"x-spec-pool": "plain"}
 DRAFT_REPLICA_TITLE = "ServeReplica:specserve:draft-tiny-llama-tiny-draft"
 PROMPT = "def parse_header(line):\n    key, _, value = line.partition(':')\n"
-# Longer than Ray's report interval and the replicas' publishing period together.
-QUIET_S = 16
 
 
 def _complete(openai_client, headers: dict, max_tokens: int = 48, prompt: str = PROMPT) -> str:
@@ -32,7 +30,7 @@ def _complete(openai_client, headers: dict, max_tokens: int = 48, prompt: str = 
 
 
 def _routed_counters(ray_cluster) -> dict[str, float]:
-    return quiet_pool_counters(ray_cluster["metrics_url"], "routed", QUIET_S)
+    return quiet_pool_counters(ray_cluster["metrics_url"], "routed")
 
 
 def _delta(before: dict, after: dict) -> dict:
@@ -98,6 +96,6 @@ def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray
 
     def drafting_again():
         _complete(openai_client, REMOTE)
-        return _delta(resumed, quiet_pool_counters(ray_cluster["metrics_url"], "routed", QUIET_S))["draft_calls"] > 0
+        return _delta(resumed, _routed_counters(ray_cluster))["draft_calls"] > 0
 
     wait_until(drafting_again, 120, "remote drafts to resume", interval_s=0)

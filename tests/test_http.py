@@ -13,7 +13,6 @@ from tests.conftest import wait_until
 
 MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
-RAY_REPORT_INTERVAL_S = 10  # Ray's default metrics_report_interval_ms
 # method -> the pool of configs/local.yaml that runs it
 POOL_OF = {"none": "plain", "ngram": "routed", "draft_model": "draft", "remote_draft": "routed"}
 # A code edit: the answer copies the code above the marker, so prompt lookup finds drafts.
@@ -136,7 +135,7 @@ def test_parameters_rejected_under_speculation_go_to_the_plain_pool(openai_clien
 
 def _routed_counters_after(openai_client, metrics_url: str, count: int, **complete_kwargs) -> dict[str, float]:
     # Counters of earlier requests may still be on their way; they must not count as these.
-    before = quiet_pool_counters(metrics_url, "routed", quiet_s=RAY_REPORT_INTERVAL_S + 2)
+    before = quiet_pool_counters(metrics_url, "routed")
     for _ in range(count):
         assert _complete(openai_client, **complete_kwargs).headers["x-spec-pool"] == "routed"
     after = settled_pool_counters(metrics_url, "routed", before["requests"] + count)

@@ -24,9 +24,6 @@ from cluster.placement import memory_moved_off_target
 from serve_app.check import load_apps
 from serve_app.observability.scrape import quiet_pool_counters
 
-# Longer than the replicas' 5 s publishing period plus Ray's 10 s report interval.
-COUNTERS_QUIET_S = 16
-
 
 def _pool_deltas(before: dict[str, float], after: dict[str, float]) -> dict:
     delta = {key: after[key] - before[key] for key in after}
@@ -58,9 +55,9 @@ def run(base_url: str, metrics_url: str, model: str, methods: list[str], concurr
             bodies = [{**body, "prompt": p, "max_tokens": load.max_tokens} for p in prompts]
             for method in methods:
                 pool = pool_of[method]
-                before = quiet_pool_counters(metrics_url, pool, COUNTERS_QUIET_S)
+                before = quiet_pool_counters(metrics_url, pool)
                 results, wall = asyncio.run(run_load(base_url, bodies, concurrency, {"x-spec-method": method}))
-                after = quiet_pool_counters(metrics_url, pool, COUNTERS_QUIET_S)
+                after = quiet_pool_counters(metrics_url, pool)
                 rows.append({"workload": load.name, "concurrency": concurrency, "method": method, "pool": pool,
                              **summarize(results, wall), **_pool_deltas(before, after)})
     for row in rows:

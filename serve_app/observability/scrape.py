@@ -66,9 +66,14 @@ def settled_pool_counters(url: str, pool: str, min_requests: float, deadline_s: 
         time.sleep(1)
 
 
-def quiet_pool_counters(url: str, pool: str, quiet_s: float, deadline_s: float = 60) -> dict[str, float]:
-    """A pool's counters once they have not changed for `quiet_s` (longer than Ray's report
-    interval), so nothing recorded earlier is still on its way to the exporter."""
+# A counter reaches the exporter up to a replica's publishing period (5 s, target/server.py)
+# plus Ray's report interval (10 s) after it was recorded.
+QUIET_S = 16
+
+
+def quiet_pool_counters(url: str, pool: str, quiet_s: float = QUIET_S, deadline_s: float = 60) -> dict[str, float]:
+    """A pool's counters once they have not changed for `quiet_s`, so nothing recorded earlier
+    is still on its way to the exporter."""
     deadline = time.monotonic() + deadline_s
     last, since = pool_counters(url, pool), time.monotonic()
     while time.monotonic() < deadline:
