@@ -77,15 +77,12 @@ DRAFT_LATENCY_BOUNDARIES_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0
 
 
 @cache
-def draft_calls() -> metrics.Counter:
-    return metrics.Counter("specserve_draft_calls", "Batched calls from a target replica to its draft worker",
-                           tag_keys=DRAFT_TAGS)
-
-
-@cache
 def draft_totals() -> dict[str, metrics.Counter]:
-    """Exact sums for means; Ray's histograms report bucket-midpoint sums, not the observed ones."""
-    return {"rows": metrics.Counter("specserve_draft_rows", "Requests drafted by the draft worker",
+    """Draft worker calls and exact sums for means (Ray's histograms report bucket-midpoint
+    sums, not the observed ones), keyed like the proposer's `DraftCallStats`."""
+    return {"calls": metrics.Counter("specserve_draft_calls", "Batched calls from a target replica to its draft "
+                                     "worker", tag_keys=DRAFT_TAGS),
+            "rows": metrics.Counter("specserve_draft_rows", "Requests drafted by the draft worker",
                                     tag_keys=DRAFT_TAGS),
             "wait_s": metrics.Counter("specserve_draft_waited_seconds",
                                       "Seconds target steps waited for remote drafts", tag_keys=DRAFT_TAGS)}

@@ -56,22 +56,16 @@ class TargetServer(LLMServer):
             return []
         return (await self.collective_rpc("routed_acceptance"))[0]  # rank 0's drafts are the ones vLLM uses
 
-    async def remote_draft_stats(self) -> dict | None:
-        """Draft worker calls, timeouts and failures since the start; latencies since the last read."""
-        if not self._remote:
-            return None
-        # Only the rank whose drafts vLLM uses calls the draft worker; the others answer None.
-        stats = next(s for s in await self.collective_rpc("remote_draft_stats") if s is not None)
-        self._export_draft_stats(stats)
-        return stats
-
     async def _publish(self) -> None:
         while True:
             metrics.replica_info().set(1, tags=self._info_tags)
             if self._routed:
                 try:
                     self._export_acceptance(await self.routed_acceptance())
-                    await self.remote_draft_stats()
+                    if self._remote:
+                        # Only the rank whose drafts vLLM uses calls the draft worker; the others answer None.
+                        stats = await self.collective_rpc("remote_draft_stats")
+                        self._export_draft_stats(next(s for s in stats if s is not None))
                 except Exception:  # metrics must never take the replica down
                     logger.exception("reading the routed proposer's statistics failed")
             await asyncio.sleep(PUBLISH_PERIOD_S)
@@ -87,8 +81,7 @@ class TargetServer(LLMServer):
                 self._increment(per_position, (pair, pos), total, {**tags, "position": str(pos)})
 
     def _export_draft_stats(self, stats: dict) -> None:
-        """Called on every read, since a read drains the latency observations."""
-        self._increment(metrics.draft_calls(), ("draft", "calls"), stats["calls"], self._tags)
+        """Totals since the start; the latency observations since the last read, which drained them."""
         for key, counter in metrics.draft_totals().items():
             self._increment(counter, ("draft", key), stats[key], self._tags)
         for reason in ("timeouts", "errors", "unavailable"):
