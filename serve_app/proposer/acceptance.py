@@ -17,14 +17,21 @@ class Tally:
     drafts: int = 0
     draft_tokens: int = 0
     accepted_tokens: int = 0
+    # [p]: drafts that proposed a token at position p, and drafts whose first p+1 tokens were all
+    # accepted; their ratio is the acceptance at each depth, whatever k each draft had.
+    proposed_per_position: list[int] = field(default_factory=list)
     accepted_per_position: list[int] = field(default_factory=list)
 
     def add(self, proposed: int, accepted: int) -> None:
         self.drafts += 1
         self.draft_tokens += proposed
         self.accepted_tokens += accepted
-        if len(self.accepted_per_position) < proposed:
-            self.accepted_per_position += [0] * (proposed - len(self.accepted_per_position))
+        if len(self.proposed_per_position) < proposed:
+            grow = [0] * (proposed - len(self.proposed_per_position))
+            self.proposed_per_position += grow
+            self.accepted_per_position += grow
+        for pos in range(proposed):
+            self.proposed_per_position[pos] += 1
         for pos in range(accepted):
             self.accepted_per_position[pos] += 1
 
@@ -36,20 +43,25 @@ class AcceptanceBook:
     _pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
     def step(self, req_ids: list[str], sampled: list[list[int]],
-             proposals: list[tuple[str, str, int]]) -> None:
-        """Settle the previous step's drafts from what was sampled, then record this step's."""
+             proposals: list[tuple[str, str, int]]) -> int:
+        """Settle the previous step's drafts from what was sampled, then record this step's.
+        Returns how many draft tokens this step verified."""
         pending, self._pending = self._pending, {}
+        verified = 0
         for req_id, tokens, proposal in zip(req_ids, sampled, proposals):
             previous = pending.get(req_id)
             if previous is not None and tokens:
                 request_class, method, proposed = previous
                 self.tallies[(request_class, method)].add(proposed, min(len(tokens) - 1, proposed))
+                verified += proposed
             elif previous is not None:
                 self._pending[req_id] = previous  # not scheduled this step: settle later
             if proposal[2] > 0:
                 self._pending[req_id] = proposal
+        return verified
 
     def snapshot(self) -> list[dict]:
         return [{"request_class": c, "method": m, "drafts": t.drafts, "draft_tokens": t.draft_tokens,
-                 "accepted_tokens": t.accepted_tokens, "accepted_per_position": list(t.accepted_per_position)}
+                 "accepted_tokens": t.accepted_tokens, "proposed_per_position": list(t.proposed_per_position),
+                 "accepted_per_position": list(t.accepted_per_position)}
                 for (c, m), t in sorted(self.tallies.items())]

@@ -12,7 +12,11 @@ from typing import Any
 METHOD_KEY = "spec_method"
 K_KEY = "spec_k"
 CLASS_KEY = "spec_class"
+# The request's k was not pinned by its client: the spec tuner's k for its class replaces it.
+TUNED_KEY = "spec_tuned"
 
+# The class of requests to a model without a router.
+DEFAULT_CLASS = "default"
 # Drafts from the model's separately placed draft worker (see `remote_draft.py`).
 REMOTE_DRAFT = "remote_draft"
 # Methods the routed proposer runs per request inside one target engine.
@@ -23,21 +27,22 @@ ROUTED_METHODS: tuple[str, ...] = ("ngram", REMOTE_DRAFT, "none")
 class RequestSpec:
     method: str = "none"
     k: int = 0
-    request_class: str = "default"
+    request_class: str = DEFAULT_CLASS
+    tuned: bool = False
 
     def to_xargs(self) -> dict[str, Any]:
-        return {METHOD_KEY: self.method, K_KEY: self.k, CLASS_KEY: self.request_class}
+        return {METHOD_KEY: self.method, K_KEY: self.k, CLASS_KEY: self.request_class, TUNED_KEY: self.tuned}
 
     @classmethod
     def from_extra_args(cls, extra: dict[str, Any] | None, k_max: int) -> "RequestSpec":
         """Unknown or missing values mean no speculation: a bad hint must not fail a request."""
         extra = extra or {}
         method = extra.get(METHOD_KEY, "none")
-        request_class = str(extra.get(CLASS_KEY, "default"))
+        request_class = str(extra.get(CLASS_KEY, DEFAULT_CLASS))
         try:
             k = max(0, min(int(extra.get(K_KEY, 0)), k_max))
         except (TypeError, ValueError):
             k = 0
         if method not in ROUTED_METHODS or k == 0:
             return cls(request_class=request_class)
-        return cls(method, k, request_class)
+        return cls(method, k, request_class, extra.get(TUNED_KEY) is True)

@@ -4,6 +4,8 @@ vLLM fixes the speculation method and k at engine start; this proposer is built 
 worker with k_max and, at each step, reads every batch row's request (`extra_args`, see
 `request_spec.py`) to decide what to propose for it: nothing, an ngram prompt-lookup draft,
 or a draft from the model's separately placed draft worker, each of that request's own k.
+A request whose k its client did not pin gets the spec tuner's k for its class and method
+(`tuned_k`), so a new k applies from the next step, to requests already running too.
 The model runner (needed to map batch rows to requests) and the draft worker's endpoint are
 handed over by `SpecControlExtension.attach_routed_proposer` once the engine is up; until
 then every row gets no draft, which is plain decoding.
@@ -11,6 +13,9 @@ then every row gets no draft, which is plain decoding.
 
 from __future__ import annotations
 
+import random
+import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,6 +25,7 @@ from vllm.v1.spec_decode.ngram_proposer import NgramProposer
 from serve_app.proposer.acceptance import AcceptanceBook
 from serve_app.proposer.remote_draft import RemoteDraftClient
 from serve_app.proposer.request_spec import REMOTE_DRAFT, RequestSpec
+from serve_app.proposer.step_timer import StepTimer
 
 DEFAULT_PROMPT_LOOKUP = (2, 4)
 
@@ -32,6 +38,10 @@ class RoutedProposer:
         self.runner = None
         self.remote: RemoteDraftClient | None = None
         self.book = AcceptanceBook()
+        self.timer = StepTimer()
+        # (request class, method) -> (k, share of steps probed at k+-1), set by the spec tuner.
+        self.tuned_k: dict[tuple[str, str], tuple[int, float]] = {}
+        self._rng = random.Random(0)
         lookup_min = spec.prompt_lookup_min or DEFAULT_PROMPT_LOOKUP[0]
         lookup_max = spec.prompt_lookup_max or max(lookup_min, DEFAULT_PROMPT_LOOKUP[1])
         # NgramProposer reads only these fields; `custom_class` configs leave the lookup unset.
@@ -51,39 +61,57 @@ class RoutedProposer:
     def load_model(self, *args, **kwargs) -> None:
         """No weights: the drafts come from the request's own tokens."""
 
+    def _tuned(self, spec: RequestSpec) -> RequestSpec:
+        """The tuner's k, moved one up or down on a few steps: the tuner learns acceptance and cost
+        only at the k it sees, and a class tuned to 0 must still show when drafting pays again."""
+        if (spec.request_class, spec.method) not in self.tuned_k:
+            return spec
+        k, probe_fraction = self.tuned_k[(spec.request_class, spec.method)]
+        if probe_fraction and self._rng.random() < probe_fraction:
+            k = k + self._rng.choice((-1, 1)) if k > 0 else 1
+        return replace(spec, k=max(0, min(k, self.k_max)))
+
     def request_specs(self, req_ids: list[str]) -> list[RequestSpec]:
         specs = []
         for req_id in req_ids:
             state = self.runner.requests.get(req_id)
             extra = state.sampling_params.extra_args if state is not None and state.sampling_params else None
-            specs.append(RequestSpec.from_extra_args(extra, self.k_max))
+            spec = RequestSpec.from_extra_args(extra, self.k_max)
+            specs.append(self._tuned(spec) if spec.tuned else spec)
         return specs
 
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,
                 token_ids_cpu: np.ndarray, slot_mappings=None) -> list[list[int]]:
+        forward_end = time.perf_counter()
         rows = len(sampled_token_ids)
         drafts: list[list[int]] = [[] for _ in range(rows)]
         if self.runner is None:
             return drafts
         req_ids = list(self.runner.input_batch.req_ids[:rows])
         specs = self.request_specs(req_ids)
-        ngram_rows = {i for i, s in enumerate(specs) if s.method == "ngram"}
+        ngram_rows = {i for i, s in enumerate(specs) if s.method == "ngram" and s.k > 0}
         if ngram_rows:
+            start = time.perf_counter()
             # One batched lookup at the largest k asked for; each row is then cut to its own k.
             only_ngram = [ids if i in ngram_rows else [] for i, ids in enumerate(sampled_token_ids)]
             k = max(specs[i].k for i in ngram_rows)
             proposed = self.ngram.propose(k, only_ngram, num_tokens_no_spec, token_ids_cpu)
             for i in ngram_rows:
                 drafts[i] = list(proposed[i][: specs[i].k])
-        remote_rows = [i for i, s in enumerate(specs) if s.method == REMOTE_DRAFT and sampled_token_ids[i]
+            self.timer.drafted("ngram", len(ngram_rows), k, time.perf_counter() - start)
+        remote_rows = [i for i, s in enumerate(specs) if s.method == REMOTE_DRAFT and s.k > 0 and sampled_token_ids[i]
                        and num_tokens_no_spec[i] < self.max_model_len - 1]
         if remote_rows and self.remote is not None:
             # The whole context each time: the draft worker's prefix cache makes all but the new tokens free.
             contexts = [token_ids_cpu[i, : num_tokens_no_spec[i]].copy() for i in remote_rows]
             ks = [min(specs[i].k, self.max_model_len - 1 - int(num_tokens_no_spec[i])) for i in remote_rows]
+            start = time.perf_counter()
             proposed = self.remote.propose(contexts, ks)
+            if proposed is not None:
+                self.timer.drafted(REMOTE_DRAFT, len(remote_rows), max(ks), time.perf_counter() - start)
             for i, k, tokens in zip(remote_rows, ks, proposed or []):
                 drafts[i] = list(tokens[:k])
-        self.book.step(req_ids, sampled_token_ids,
-                       [(s.request_class, s.method, len(d)) for s, d in zip(specs, drafts)])
+        verified = self.book.step(req_ids, sampled_token_ids,
+                                  [(s.request_class, s.method, len(d)) for s, d in zip(specs, drafts)])
+        self.timer.step_done(req_ids, sampled_token_ids, verified, forward_end)
         return drafts

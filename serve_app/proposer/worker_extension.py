@@ -29,6 +29,14 @@ class SpecControlExtension:
         """Cumulative drafts and acceptance per (request class, method) of the routed proposer."""
         return self.model_runner.drafter.book.snapshot()
 
+    def step_timings(self) -> dict[str, list[dict]]:
+        """Forward-pass and drafting times since the last read (see `StepTimer`)."""
+        return self.model_runner.drafter.timer.drain()
+
+    def set_tuned_k(self, tuned_k: list[tuple[str, str, int, float]]) -> None:
+        """The spec tuner's (k, probe fraction) per (request class, method), used from the next step on."""
+        self.model_runner.drafter.tuned_k = {(c, m): (k, probe) for c, m, k, probe in tuned_k}
+
     def remote_draft_stats(self) -> dict | None:
         """Draft worker calls since the start, and the latency observations since the last read."""
         remote = self.model_runner.drafter.remote
