@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cluster.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
-from serve_app.proposer.request_spec import REMOTE_DRAFT, ROUTED_METHODS
+from serve_app.proposer.request_spec import DEFAULT_CLASS, REMOTE_DRAFT, ROUTED_METHODS
 
 K_MAX = 16
 
@@ -48,6 +48,43 @@ class CheckpointConfig(_Strict):
         return arch
 
 
+class ClassTuningConfig(_Strict):
+    """Per request class limits on the spec tuner."""
+
+    enabled: bool = Field(True, description="false: the class keeps its configured k.")
+    k_min: int = Field(0, ge=0, le=K_MAX, description="0 lets the tuner turn drafting off for the class.")
+    k_max: int | None = Field(None, ge=1, le=K_MAX, description="The pool's num_speculative_tokens by default.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ClassTuningConfig":
+        if self.k_max is not None and self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) > k_max ({self.k_max}); lower k_min or raise k_max")
+        return self
+
+
+class TunerConfig(_Strict):
+    """The spec tuner: k per request class and method of a routed pool, from live acceptance and step cost."""
+
+    enabled: bool = True
+    period_s: float = Field(5.0, ge=0.5, le=300, description="How often replicas report and the tuner decides.")
+    smoothing: float = Field(0.5, gt=0, le=1, description="Weight of the newest period in the acceptance estimate.")
+    min_drafts: int = Field(20, ge=1, description="Drafts that must reach a draft position before its acceptance "
+                                                  "is trusted; deeper positions are extrapolated.")
+    margin: float = Field(0.03, ge=0, lt=1, description="A new k must beat the current one's goodput by this share.")
+    min_dwell_s: float = Field(10.0, ge=0, description="Least time between two changes of one class's k.")
+    probe_fraction: float = Field(0.05, ge=0, le=0.5, description="Share of steps drafted at k+-1 (1 when k is 0), "
+                                                                   "so acceptance and cost are known around k.")
+    cost_window_s: float = Field(60.0, gt=0, description="Age of the oldest step timing in the cost fit.")
+    classes: dict[str, ClassTuningConfig] = Field(default_factory=dict, description="Per request class limits.")
+
+    def limits(self, request_class: str, k_max: int) -> tuple[int, int] | None:
+        """(k_min, k_max) for a class, None when the class is not tuned."""
+        tuning = self.classes.get(request_class, ClassTuningConfig())
+        if not (self.enabled and tuning.enabled):
+            return None
+        return tuning.k_min, min(tuning.k_max or k_max, k_max)
+
+
 class SpeculationConfig(_Strict):
     method: SpeculationMethod = "none"
     num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX)
@@ -55,6 +92,7 @@ class SpeculationConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="Passed as-is into vLLM's speculative_config.")
     draft_worker: str | None = Field(
         None, description="Method 'routed' only: the model's draft worker that drafts for 'remote_draft' requests.")
+    tuner: TunerConfig | None = Field(None, description="Method 'routed' only: tune k live per request class.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SpeculationConfig":
@@ -71,6 +109,16 @@ class SpeculationConfig(_Strict):
             raise ValueError(f"method '{self.method}' does not use a draft model; remove `draft`")
         if self.method != "routed" and self.draft_worker is not None:
             raise ValueError(f"draft_worker is used by method 'routed' only; remove it or set method: routed")
+        if self.method != "routed" and self.tuner is not None:
+            raise ValueError("tuner applies to method 'routed' only (in-engine drafters fix k at engine start; use "
+                             "options.num_speculative_tokens_per_batch_size there); remove it or set method: routed")
+        if self.tuner is not None:
+            for name, tuning in self.tuner.classes.items():
+                if tuning.k_min > self.num_speculative_tokens or (tuning.k_max or 0) > self.num_speculative_tokens:
+                    raise ValueError(f"tuner.classes.{name}: k_min/k_max must be at most num_speculative_tokens "
+                                     f"({self.num_speculative_tokens}); lower them")
+        if schedule := self.options.get("num_speculative_tokens_per_batch_size"):
+            _check_k_schedule(schedule, self.num_speculative_tokens)
         return self
 
     def methods(self) -> tuple[str, ...]:
@@ -111,6 +159,9 @@ class AutoscalingConfig(_Strict):
     max_replicas: int = Field(1, ge=1)
     # Ray Serve LLM's default is 1e9, which never scales up; a finite default is the point here.
     target_ongoing_requests: float = Field(8, gt=0)
+    # A new engine takes minutes to load a large model: add replicas soon, remove them late.
+    upscale_delay_s: float = Field(30, ge=0)
+    downscale_delay_s: float = Field(600, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingConfig":
@@ -235,6 +286,16 @@ class ModelConfig(_Strict):
     def draft_max_model_len(self, worker: DraftWorkerConfig) -> int:
         return worker.max_model_len or self.max_model_len + K_MAX
 
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.router.classes] if self.router is not None else [DEFAULT_CLASS]
+
+    def class_k(self, request_class: str, pool: PoolConfig) -> int:
+        """k on a routed pool for a class whose client did not pin it: the class's, else the pool's k_max."""
+        k_max = pool.speculation.num_speculative_tokens
+        if self.router is None:
+            return k_max
+        return self.router.request_class(request_class).num_speculative_tokens or k_max
+
     def pool_for_method(self, method: str) -> PoolConfig | None:
         """The pool that serves `method`: a dedicated pool first (for "none" that avoids the
         speculation path altogether), else a routed pool that runs it per request."""
@@ -277,6 +338,12 @@ class ModelConfig(_Strict):
         if unused:
             raise ValueError(f"draft_workers {sorted(unused)} are drafted for by no pool; set speculation.draft_worker "
                              f"of a routed pool to them or remove them")
+        class_names = set(self.class_names())
+        for i, pool in enumerate(self.pools):
+            tuner = pool.speculation.tuner
+            if tuner is not None and (unknown := set(tuner.classes) - class_names):
+                raise ValueError(f"pools[{i}].speculation.tuner.classes: {sorted(unknown)} are not request classes; "
+                                 f"use some of {sorted(class_names)}")
         if self.router is not None:
             for c, request_class in enumerate(self.router.classes):
                 for method in request_class.methods:
@@ -289,6 +356,19 @@ class ModelConfig(_Strict):
             if not fit.fits:
                 raise ValueError(f"{fit.role} '{fit.name}' does not fit: {fit.explain()}")
         return self
+
+
+def _check_k_schedule(schedule: Any, k: int) -> None:
+    from vllm.v1.spec_decode.dynamic.utils import validate_and_normalize_dynamic_sd_schedule
+
+    try:
+        parsed = validate_and_normalize_dynamic_sd_schedule(schedule)
+    except ValueError as e:
+        raise ValueError(f"options.num_speculative_tokens_per_batch_size: {e} Write it as "
+                         f"[[1, 16, {k}], [17, 64, 2], ...]: [first batch size, last batch size, k]") from e
+    if too_big := [entry for entry in parsed if entry[2] > k]:
+        raise ValueError(f"options.num_speculative_tokens_per_batch_size: entries {too_big} ask for more than "
+                         f"num_speculative_tokens ({k}); raise num_speculative_tokens or lower them")
 
 
 def _check_shared_vocabulary(draft: Architecture, target: Architecture, field: str) -> None:

@@ -117,3 +117,14 @@ def draft_worker_seconds() -> metrics.Histogram:
 def draft_worker_batch_size() -> metrics.Histogram:
     return metrics.Histogram("specserve_draft_worker_batch_size", "Contexts per batched call at the draft worker",
                              boundaries=BATCH_BOUNDARIES, tag_keys=("model",))
+
+
+@cache
+def tuned_k() -> metrics.Gauge:
+    return metrics.Gauge("specserve_tuned_k", "k the spec tuner set, per routed pool, request class and method",
+                         tag_keys=ACCEPTANCE_TAGS)
+
+
+@cache
+def tuned_k_changes() -> metrics.Counter:
+    return metrics.Counter("specserve_tuned_k_changes", "Changes of k by the spec tuner", tag_keys=ACCEPTANCE_TAGS)

@@ -1,0 +1,114 @@
+"""The spec tuner's arithmetic: which k gives a request the most tokens per second of target time.
+
+A verify step of a request drafted k tokens ahead yields 1 + sum over p < k of P(the first
+p+1 drafts are all accepted) tokens (Leviathan et al. 2023, with acceptance measured per
+position rather than assumed equal), and costs one forward pass over the batch's rows and
+draft tokens plus the drafting. k = 0 costs a plain step and yields one token, so it wins by
+itself whenever acceptance is under break-even.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Fewer samples than this and a cost fit is a guess; the tuner then keeps k where it is.
+MIN_COST_SAMPLES = 20
+
+
+@dataclass
+class AcceptanceEstimate:
+    """Per draft position, drafts that reached it and drafts accepted through it, forgotten
+    exponentially: each period's counts weigh `smoothing`, the past (1 - smoothing)."""
+
+    proposed: list[float] = field(default_factory=list)
+    accepted: list[float] = field(default_factory=list)
+
+    def update(self, proposed: list[int], accepted: list[int], smoothing: float) -> None:
+        size = max(len(self.proposed), len(proposed))
+        old_p, old_a = _padded(self.proposed, size), _padded(self.accepted, size)
+        new_p, new_a = _padded(proposed, size), _padded(accepted, size)
+        keep = 1 - smoothing
+        self.proposed = [keep * o + n for o, n in zip(old_p, new_p)]
+        self.accepted = [keep * o + n for o, n in zip(old_a, new_a)]
+
+    def survival(self, k_max: int, min_drafts: float) -> list[float] | None:
+        """P(the first p+1 drafts are accepted) for p < k_max; None before `min_drafts` reached the
+        first position. Beyond the deepest position with `min_drafts`, each further position keeps
+        the last measured conditional acceptance (the geometric tail of the i.i.d. model)."""
+        depth = next((i for i, p in enumerate(self.proposed) if p < min_drafts), len(self.proposed))
+        if depth == 0:
+            return None
+        measured = [self.accepted[i] / self.proposed[i] for i in range(depth)]
+        rate = measured[-1] / measured[-2] if depth >= 2 and measured[-2] > 0 else measured[-1]
+        rate = min(rate, 1.0)
+        out = measured[:k_max]
+        while len(out) < k_max:
+            out.append(out[-1] * rate)
+        return out
+
+
+def _padded(values: list, size: int) -> list:
+    return list(values) + [0] * (size - len(values))
+
+
+def expected_tokens(survival: list[float], k: int) -> float:
+    return 1.0 + sum(survival[:k])
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Seconds of one engine step: a forward pass of `base_s + per_token_s * tokens` (the rows'
+    own tokens plus draft tokens to verify), and per method a drafting call of `fixed_s + per_k_s * k`."""
+
+    base_s: float
+    per_token_s: float
+    drafting: dict[str, tuple[float, float]]
+
+    def seconds(self, rows: float, method: str, k: int) -> float:
+        forward = self.base_s + self.per_token_s * rows * (1 + k)
+        if k == 0:
+            return forward
+        fixed_s, per_k_s = self.drafting.get(method, (0.0, 0.0))
+        return forward + fixed_s + per_k_s * k
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares intercept and (non-negative) slope, after clipping stalls (GC, preemption) that
+    would dominate a mean; with no spread in x the slope is unknown and taken as 0."""
+    y = np.minimum(y, 3 * np.median(y))
+    if np.ptp(x) == 0:
+        return float(y.mean()), 0.0
+    slope = max(0.0, float(np.cov(x, y, bias=True)[0, 1] / x.var()))
+    return float(y.mean() - slope * x.mean()), slope
+
+
+def fit_step_cost(steps: list[dict], drafts: list[dict]) -> StepCost | None:
+    """Fit `StepCost` to a `StepTimer`'s samples; None with too few forward passes to go on."""
+    if len(steps) < MIN_COST_SAMPLES:
+        return None
+    tokens = np.array([s["rows"] + s["verified_tokens"] for s in steps], dtype=float)
+    base_s, per_token_s = _line(tokens, np.array([s["forward_s"] for s in steps]))
+    drafting = {}
+    for method in {d["method"] for d in drafts}:
+        mine = [d for d in drafts if d["method"] == method]
+        drafting[method] = _line(np.array([d["k"] for d in mine], dtype=float), np.array([d["seconds"] for d in mine]))
+    return StepCost(max(base_s, 0.0), per_token_s, drafting)
+
+
+@dataclass(frozen=True)
+class KChoice:
+    k: int
+    goodput: dict[int, float]  # k -> expected tokens per second of one request
+
+
+def choose_k(survival: list[float], cost: StepCost, rows: float, method: str, k_min: int, k_max: int,
+             current: int | None, margin: float) -> KChoice:
+    """The k in [k_min, k_max] with the most expected tokens per second. A change away from
+    `current` must gain more than `margin`, so noise around a boundary does not flip k."""
+    goodput = {k: expected_tokens(survival, k) / cost.seconds(rows, method, k) for k in range(k_min, k_max + 1)}
+    best = max(goodput, key=goodput.get)
+    if current in goodput and goodput[best] <= goodput[current] * (1 + margin):
+        best = current
+    return KChoice(best, goodput)

@@ -1,0 +1,181 @@
+"""The spec tuner's arithmetic and decisions on synthetic statistics (the live k change is in
+test_http), and its config checks."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+
+from serve_app.config.schema import AppConfig
+from serve_app.tuner.controller import PoolTuner
+from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
+from tests.test_config import _args, _error, _pool
+
+# A forward pass of 20 ms plus 1 ms per token; ngram drafting is free.
+COST = StepCost(base_s=0.020, per_token_s=0.001, drafting={"ngram": (0.0, 0.0), "remote_draft": (0.004, 0.003)})
+
+
+def _estimate(rates: list[float], drafts: int = 100) -> AcceptanceEstimate:
+    """Drafts of len(rates) tokens where position p is reached and accepted with survival rates[p]."""
+    estimate = AcceptanceEstimate()
+    estimate.update([drafts] * len(rates), [round(drafts * r) for r in rates], smoothing=1.0)
+    return estimate
+
+
+def test_expected_tokens_is_one_plus_the_survival_sum():
+    survival = _estimate([0.8, 0.64, 0.51]).survival(3, min_drafts=20)
+    assert survival == pytest.approx([0.8, 0.64, 0.51])
+    assert expected_tokens(survival, 0) == 1
+    assert expected_tokens(survival, 2) == pytest.approx(2.44)
+
+
+def test_survival_beyond_the_measured_depth_keeps_the_last_conditional_rate():
+    survival = _estimate([0.8, 0.6]).survival(4, min_drafts=20)
+    assert survival == pytest.approx([0.8, 0.6, 0.45, 0.3375])
+    # A position few drafts reached is not trusted: it is extrapolated like an unmeasured one.
+    estimate = _estimate([0.8, 0.6])
+    estimate.update([0, 0, 5], [0, 0, 5], smoothing=0.5)
+    assert estimate.survival(3, min_drafts=20)[2] == pytest.approx(0.45)
+    assert AcceptanceEstimate().survival(4, min_drafts=20) is None
+
+
+def test_estimate_forgets_the_past_at_the_smoothing_rate():
+    estimate = _estimate([0.9])
+    for _ in range(6):
+        estimate.update([100], [10], smoothing=0.5)
+    assert estimate.survival(1, min_drafts=20)[0] == pytest.approx(0.1, abs=0.02)
+
+
+def test_goodput_picks_long_drafts_when_they_are_accepted_and_cheap():
+    survival = _estimate([0.95] * 8).survival(8, 20)
+    choice = choose_k(survival, COST, rows=1, method="ngram", k_min=0, k_max=8, current=None, margin=0)
+    assert choice.k == 8
+    # Goodput is expected tokens over the cost of the step with that k.
+    assert choice.goodput[2] == pytest.approx((1 + 0.95 + 0.95) / (0.020 + 0.001 * 3))
+
+
+def test_k_is_zero_below_break_even():
+    """With a 3 ms draft token and a 20 ms step, one draft pays only above ~20% acceptance."""
+    expensive = StepCost(0.020, 0.0, {"remote_draft": (0.0, 0.005)})
+    for rate, expected in ((0.15, 0), (0.6, None)):
+        survival = _estimate([rate ** (p + 1) for p in range(4)]).survival(4, 20)
+        choice = choose_k(survival, expensive, rows=1, method="remote_draft", k_min=0, k_max=4, current=3, margin=0)
+        assert (choice.k == 0) == (expected == 0), choice
+
+
+def test_bigger_batches_get_shorter_drafts():
+    """Verification tokens cost the whole batch: the best k falls as the batch grows."""
+    survival = _estimate([0.7 ** (p + 1) for p in range(8)]).survival(8, 20)
+    ks = [choose_k(survival, COST, rows=rows, method="ngram", k_min=0, k_max=8, current=None, margin=0).k
+          for rows in (1, 8, 64)]
+    assert ks[0] > ks[1] > ks[2], ks
+
+
+def test_no_flapping_near_a_boundary():
+    """Survival jittering around the point where k=3 and k=4 tie: the margin keeps k still."""
+    rng = random.Random(1)
+    cost = StepCost(0.020, 0.002, {"ngram": (0.0, 0.0)})
+    k, changes = 3, 0
+    for _ in range(200):
+        base = 0.62 + rng.uniform(-0.01, 0.01)
+        survival = [base ** (p + 1) for p in range(8)]
+        new = choose_k(survival, cost, rows=4, method="ngram", k_min=0, k_max=8, current=k, margin=0.03).k
+        changes += new != k
+        k = new
+    assert changes <= 1
+
+
+def test_step_cost_fit_recovers_a_linear_cost_and_ignores_stalls():
+    rng = random.Random(0)
+    steps = []
+    for _ in range(200):
+        rows, verified = rng.randint(1, 8), rng.randint(0, 20)
+        steps.append({"rows": rows, "verified_tokens": verified,
+                      "forward_s": 0.02 + 0.001 * (rows + verified) + rng.uniform(-0.0005, 0.0005)})
+    steps[5]["forward_s"] = 1.5  # a GC pause
+    drafts = [{"method": "remote_draft", "rows": 1, "k": k, "seconds": 0.004 + 0.003 * k} for k in (2, 3, 4) * 5]
+    cost = fit_step_cost(steps, drafts)
+    assert cost.base_s == pytest.approx(0.02, abs=0.002)
+    assert cost.per_token_s == pytest.approx(0.001, abs=0.0002)
+    assert cost.drafting["remote_draft"] == pytest.approx((0.004, 0.003))
+    # One k only: the per-token drafting cost is unknown and taken as 0 (probing at k+-1 spreads it).
+    flat = fit_step_cost(steps, [{"method": "ngram", "rows": 1, "k": 4, "seconds": 0.001}] * 30)
+    assert flat.drafting["ngram"] == (pytest.approx(0.001), 0.0)
+    assert fit_step_cost(steps[:5], drafts) is None
+
+
+def _routed_tuner(**tuner) -> PoolTuner:
+    args = copy.deepcopy(_args())
+    _pool(args, "routed")["speculation"]["tuner"] = {"period_s": 5, "min_dwell_s": 20, **tuner}
+    model = AppConfig.model_validate(args).models[0]
+    return PoolTuner(model, model.pool("routed"), now=0.0)
+
+
+def _report(tallies: dict, rows: int, verified: int, forward_s: float) -> dict:
+    return {"tallies": [{"request_class": c, "method": m, "drafts": p[0], "proposed_per_position": p,
+                         "accepted_per_position": a} for (c, m), (p, a) in tallies.items()],
+            "steps": [{"rows": rows, "verified_tokens": v, "forward_s": forward_s + 0.0005 * (rows + v)}
+                      for v in (verified, verified + rows) * 20],
+            "drafts": [{"method": "ngram", "rows": rows, "k": k, "seconds": 0.0002} for k in (3, 4, 5)]}
+
+
+def test_pool_tuner_follows_acceptance_with_a_dwell_time_and_bounds():
+    tuner = _routed_tuner(classes={"chat": {"k_max": 6}, "agentic": {"enabled": False}})
+    keys = {(c, m): k for c, m, k, _ in tuner.table()}
+    assert keys[("code_edit", "ngram")] == 5  # the class's configured k to start with
+    assert keys[("chat", "remote_draft")] == 6 and ("agentic", "ngram") not in keys  # clamped to k_max
+    totals = {"code": ([0] * 8, [0] * 8)}
+
+    def period(now: float, rate: float) -> list:
+        p, a = totals["code"]
+        p[:] = [x + 200 for x in p]
+        a[:] = [x + round(200 * rate ** (i + 1)) for i, x in enumerate(a)]
+        tuner.ingest("r1", _report({("code_edit", "ngram"): (list(p), list(a))}, rows=2, verified=8,
+                                   forward_s=0.02), now)
+        return tuner.decide(now)
+
+    assert period(5, 0.95) == []  # within the dwell time of the start
+    assert period(25, 0.95) == [("code_edit", "ngram", 5, 8)]
+    # Idle periods (no reports) neither change k nor wear the estimate down.
+    survival = tuner.keys[("code_edit", "ngram")].estimate.survival(8, 20)
+    assert [tuner.decide(t) for t in (27, 29, 31)] == [[], [], []]
+    assert tuner.keys[("code_edit", "ngram")].estimate.survival(8, 20) == survival
+    # Acceptance collapses: k drops to 0, but not before the dwell time since the last change.
+    assert period(30, 0.01) == []
+    changes = [c for t in range(35, 80, 5) for c in period(t, 0.01)]
+    assert changes == [("code_edit", "ngram", 8, 0)]
+    assert tuner.keys[("code_edit", "ngram")].last["survival"][0] < 0.1
+
+    # An operator's pin holds k whatever the estimate, and is not probed around.
+    tuner.pin("code_edit", "ngram", 3, now=80)
+    assert [c for t in range(85, 150, 5) for c in period(t, 0.95)] == []
+    assert ("code_edit", "ngram", 3, 0.0) in tuner.table()
+    tuner.pin("code_edit", "ngram", None, now=150)
+    assert [c for t in range(155, 200, 5) for c in period(t, 0.95)] == [("code_edit", "ngram", 3, 8)]
+    with pytest.raises(ValueError, match="k must be from 0 to 8"):
+        tuner.pin("code_edit", "ngram", 9, now=200)
+
+
+def test_tuner_config_is_validated():
+    args = copy.deepcopy(_args())
+    _pool(args, "eagle3")["speculation"]["tuner"] = {}
+    assert "models.0.pools.0.speculation: tuner applies to method 'routed' only" in _error(args)
+    args = copy.deepcopy(_args())
+    _pool(args, "routed")["speculation"]["tuner"] = {"classes": {"poetry": {}}}
+    assert "['poetry'] are not request classes" in _error(args)
+    _pool(args, "routed")["speculation"]["tuner"] = {"classes": {"chat": {"k_min": 4, "k_max": 2}}}
+    assert "k_min (4) > k_max (2)" in _error(args)
+    _pool(args, "routed")["speculation"]["tuner"] = {"classes": {"chat": {"k_max": 12}}}
+    assert "at most num_speculative_tokens (8)" in _error(args)
+    _pool(args, "routed")["speculation"]["tuner"] = {"period_s": 0}
+    assert "period_s" in _error(args)
+
+
+def test_in_engine_k_schedule_is_checked_with_vllms_own_rules():
+    args = copy.deepcopy(_args())
+    _pool(args, "eagle3")["speculation"]["options"] = {"num_speculative_tokens_per_batch_size": [[2, 8, 4]]}
+    assert "must start at 1" in _error(args)
+    _pool(args, "eagle3")["speculation"]["options"] = {"num_speculative_tokens_per_batch_size": [[1, 8, 9]]}
+    assert "ask for more than num_speculative_tokens (4)" in _error(args)
