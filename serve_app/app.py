@@ -14,12 +14,17 @@ from serve_app.draft_worker.server import DraftServer
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
 from serve_app.target.llm_config import build_llm_config, deployment_name
 from serve_app.target.server import TargetServer
+from serve_app.tuner.controller import SpecTuner
 
 
 def build_app(args: AppConfig) -> Application:
     """One target deployment per pool, one per draft worker, behind one OpenAI ingress."""
     pools: dict[str, dict[str, Application]] = {}
     cards, llm_configs = {}, []
+    tuned = any(p.speculation.tuner is not None and p.speculation.tuner.enabled for m in args.models for p in m.pools)
+    # One small replica: it only folds reports and does arithmetic, every few seconds.
+    tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1,
+                             ray_actor_options={"num_cpus": 0.1}).bind(args) if tuned else None
     for model in args.models:
         pools[model.id] = {}
         draft_workers = {
@@ -34,6 +39,8 @@ def build_app(args: AppConfig) -> Application:
             if pool.speculation.draft_worker is not None:
                 bind_kwargs.update(draft_worker=draft_workers[pool.speculation.draft_worker],
                                    draft_config=model.draft_worker(pool.speculation.draft_worker))
+            if pool.speculation.tuner is not None and pool.speculation.tuner.enabled:
+                bind_kwargs.update(tuner=tuner, tuner_config=pool.speculation.tuner)
             pools[model.id][pool.name] = build_llm_deployment(
                 llm_config, deployment_cls=TargetServer, bind_kwargs=bind_kwargs,
                 override_serve_options={"name": deployment_name("target", model, pool.name)})
@@ -49,4 +56,5 @@ def build_app(args: AppConfig) -> Application:
         model_cards=cards,
         pool_deployments=pools,
         app_config=args,
+        tuner=tuner,
     )

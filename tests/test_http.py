@@ -158,6 +158,49 @@ def test_per_request_method_and_k_reach_the_proposer(openai_client, ray_cluster)
     assert k4["drafts"] > 0 and k4["drafts"] < k4["draft_tokens"] <= 4 * k4["drafts"]
 
 
+TUNED = {"model": MODEL, "pool": "routed", "request_class": "chat", "method": "remote_draft"}
+
+
+def _tuner_state(base: str) -> dict:
+    return httpx.get(f"{base}/v1/spec/tuner", timeout=30).json()["tiny-llama/routed"]
+
+
+def _pin(base: str, k: int | None) -> None:
+    response = httpx.post(f"{base}/v1/spec/tuner/pin", json={**TUNED, "k": k}, timeout=30)
+    assert response.status_code == 200, response.text
+
+
+def test_a_new_k_from_the_tuner_reaches_the_running_engine(serve_app, openai_client, ray_cluster):
+    """The tuner's k (held here at known values) reaches every replica's proposer, and vLLM's own
+    counters show it as draft tokens per draft, with the same replicas and no restart."""
+    replicas = set(_tuner_state(serve_app)["applied"])
+    assert replicas, "no routed replica has reported to the tuner"
+    tokens_per_draft = {}
+    try:
+        for k in (2, 5):
+            _pin(serve_app, k)
+            wait_until(lambda: all(["chat", "remote_draft", k, 0.0] in table
+                                   for table in _tuner_state(serve_app)["applied"].values()),
+                       30, f"every routed replica to apply k={k}")
+            # No x-spec-k: the request's k is the tuner's.
+            delta = _routed_counters_after(openai_client, ray_cluster["metrics_url"], 2, prompt=CODE_EDIT,
+                                           headers={"x-spec-method": "remote_draft", "x-request-class": "chat"})
+            tokens_per_draft[k] = delta["draft_tokens"] / delta["drafts"]
+    finally:
+        _pin(serve_app, None)
+    assert tokens_per_draft == {2: 2.0, 5: 5.0}
+    assert set(_tuner_state(serve_app)["applied"]) == replicas
+
+
+def test_bad_pin_is_400_in_openai_shape(serve_app):
+    for change, message in [({"request_class": "poetry"}, "tunes no ('poetry', 'remote_draft')"),
+                            ({"k": 99}, "k must be from 0 to 8"),
+                            ({"pool": "plain"}, "no tuned pool 'plain'")]:
+        response = httpx.post(f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3, **change}, timeout=30)
+        assert response.status_code == 400
+        assert message in response.json()["error"]["message"]
+
+
 def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_cluster):
     """The routed proposer's books per (class, method) agree with vLLM's own counters."""
     _complete(openai_client, "ngram", headers={"x-request-class": "agentic"}, prompt=CODE_EDIT)

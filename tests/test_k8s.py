@@ -85,3 +85,29 @@ def test_prod_engines_are_placed_as_planned():
     assert draft.engine_kwargs["enable_prefix_caching"] is True
     assert draft.engine_kwargs["max_model_len"] >= model.max_model_len
     assert draft.deployment_config["autoscaling_config"]["max_replicas"] == 6
+
+
+def test_prod_autoscaling_reaches_the_serve_deployments(ray_cluster, monkeypatch):
+    """What Ray Serve deploys for prod.yaml (its own build step over our builder): every target pool
+    and draft worker autoscales within its configured bounds, on a finite ongoing-requests target
+    (Ray Serve LLM's default, 1e9, would never add a replica), and one spec tuner replica."""
+    import ray
+    from ray.serve._private.build_app import build_app as serve_build_app
+
+    from serve_app.app import build_app
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster["address"])  # the builder may connect; never start a cluster
+    [(_, app)] = load_apps(ROOT / "configs" / "prod.yaml")
+    model = app.models[0]
+    try:
+        built = {d.name: d._deployment_config for d in serve_build_app(build_app(app), name="specserve").deployments}
+    finally:
+        ray.shutdown()
+    wanted = {f"target-llama-3_3-70b-instruct-{p.name}": p.autoscaling for p in model.pools}
+    wanted |= {f"draft-llama-3_3-70b-instruct-{w.name}": w.autoscaling for w in model.draft_workers}
+    for name, scaling in wanted.items():
+        serve_scaling = built[name].autoscaling_config
+        assert (serve_scaling.min_replicas, serve_scaling.max_replicas) == (scaling.min_replicas, scaling.max_replicas)
+        assert serve_scaling.target_ongoing_requests == scaling.target_ongoing_requests < 1e6
+        assert (serve_scaling.upscale_delay_s, serve_scaling.downscale_delay_s) == (30, 600)
+    assert built["spec-tuner"].num_replicas == 1 and built["spec-tuner"].autoscaling_config is None

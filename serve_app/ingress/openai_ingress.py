@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from fastapi import HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.llm._internal.serve.core.configs.openai_api_models import ModelList, OpenAIHTTPException
 from ray.serve.handle import DeploymentHandle
@@ -26,7 +27,7 @@ from vllm.entrypoints.generate.base.protocol import StreamOptions
 
 from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig
 from serve_app.observability import metrics
-from serve_app.proposer.request_spec import RequestSpec
+from serve_app.proposer.request_spec import DEFAULT_CLASS, RequestSpec
 from serve_app.router.classifier import classify, features
 from serve_app.router.policy import Policy
 
@@ -35,7 +36,6 @@ METHOD_HEADER = "x-spec-method"
 CLASS_HEADER = "x-request-class"
 REASON_HEADER = "x-spec-reason"
 K_HEADER = "x-spec-k"
-DEFAULT_CLASS = "default"
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models", response_model=ModelList),
@@ -43,7 +43,20 @@ ENDPOINTS = {
     "completions": lambda app: app.post("/v1/completions"),
     "chat": lambda app: app.post("/v1/chat/completions"),
     "health": lambda app: app.get("/health"),
+    "tuner": lambda app: app.get("/v1/spec/tuner"),
+    "pin_k": lambda app: app.post("/v1/spec/tuner/pin"),
 }
+
+
+class PinRequest(BaseModel):
+    """Hold the k of one request class and method on a tuned pool; `k: null` resumes tuning."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    pool: str
+    request_class: str
+    method: str
+    k: int | None
 
 
 @dataclass(frozen=True)
@@ -77,8 +90,10 @@ def _needs_plain_decoding(body) -> str | None:
 
 class SpecIngress(OpenAiIngress):
     def __init__(self, llm_deployments: dict[str, DeploymentHandle], model_cards: dict, *,
-                 pool_deployments: dict[str, dict[str, DeploymentHandle]], app_config: AppConfig):
+                 pool_deployments: dict[str, dict[str, DeploymentHandle]], app_config: AppConfig,
+                 tuner: DeploymentHandle | None = None):
         super().__init__(llm_deployments, model_cards)
+        self._tuner = tuner
         self._pool_handles = {
             (model, pool): handle.options(stream=True)
             for model, pools in pool_deployments.items() for pool, handle in pools.items()
@@ -128,17 +143,17 @@ class SpecIngress(OpenAiIngress):
         return explicit or classify(features(body), names, model.router.default_class)
 
     @staticmethod
-    def _routed_k(model: ModelConfig, route: Route, headers) -> int:
-        """k for a request on a routed pool: the x-spec-k header, else its class's k, else k_max."""
+    def _routed_spec(model: ModelConfig, route: Route, headers) -> RequestSpec:
+        """What a request on a routed pool asks of the proposer: the k of the x-spec-k header, pinned;
+        else its class's k, which the pool's spec tuner (if any) replaces with the k it tuned."""
         k_max = route.pool.speculation.num_speculative_tokens
         if explicit := headers.get(K_HEADER):
             if not explicit.isdigit() or not 1 <= int(explicit) <= k_max:
                 raise _bad_request(f"header {K_HEADER} must be an integer from 1 to {k_max} for pool "
                                    f"'{route.pool.name}', got '{explicit}'")
-            return int(explicit)
-        if model.router is not None:  # _request_class only returns the router's own classes then
-            return model.router.request_class(route.request_class).num_speculative_tokens or k_max
-        return k_max
+            return RequestSpec(route.method, int(explicit), route.request_class)
+        return RequestSpec(route.method, model.class_k(route.request_class, route.pool), route.request_class,
+                           tuned=True)
 
     def _load(self, model: ModelConfig) -> float:
         """Requests in flight through this ingress per target replica (at the pools' minimum size)."""
@@ -166,8 +181,8 @@ class SpecIngress(OpenAiIngress):
         metrics.router_choices().inc(tags={"model": model_id, "request_class": route.request_class,
                                            "method": route.method, "reason": route.reason})
         if route.pool.speculation.method == "routed":
-            k = self._routed_k(model, route, raw_request.headers)
-            body.vllm_xargs = {**(body.vllm_xargs or {}), **RequestSpec(route.method, k, route.request_class).to_xargs()}
+            spec = self._routed_spec(model, route, raw_request.headers)
+            body.vllm_xargs = {**(body.vllm_xargs or {}), **spec.to_xargs()}
         if getattr(body, "stream", False):
             # `usage` in every answer, streaming too: vLLM then ends the stream with a usage chunk.
             body.stream_options = body.stream_options or StreamOptions(include_usage=True)
@@ -199,6 +214,26 @@ class SpecIngress(OpenAiIngress):
         return JSONResponse({"status": "ok" if ready else "starting", "application": app.status.value,
                              "deployments": deployments},
                             status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+    def _tuner_handle(self) -> DeploymentHandle:
+        if self._tuner is None:
+            raise OpenAIHTTPException(status_code=status.HTTP_404_NOT_FOUND, type="NotFoundError",
+                                      message="no pool of this app has a spec tuner; set speculation.tuner on a "
+                                              "routed pool")
+        return self._tuner
+
+    async def tuner(self) -> JSONResponse:
+        """Per tuned pool: each class and method's k, acceptance estimate and last decision, and the
+        k table each replica last applied."""
+        return JSONResponse(await self._tuner_handle().state.remote())
+
+    async def pin_k(self, body: PinRequest) -> JSONResponse:
+        try:
+            await self._tuner_handle().pin.remote(body.model, body.pool, body.request_class, body.method, body.k)
+        except ValueError as e:
+            raise _bad_request(str(e).splitlines()[-1].removeprefix("ValueError: ")) from e
+        return JSONResponse({"pinned": body.k is not None, **body.model_dump()})
 
 
 class _Observer:

@@ -63,6 +63,8 @@ def deployment_config(scaling: AutoscalingConfig, max_ongoing_requests: int) -> 
             "initial_replicas": max(scaling.min_replicas, 1),
             "max_replicas": scaling.max_replicas,
             "target_ongoing_requests": scaling.target_ongoing_requests,
+            "upscale_delay_s": scaling.upscale_delay_s,
+            "downscale_delay_s": scaling.downscale_delay_s,
         },
     }
 

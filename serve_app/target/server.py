@@ -10,7 +10,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMConfig, LLMServer
 
-from serve_app.config.schema import DraftWorkerConfig
+from serve_app.config.schema import DraftWorkerConfig, TunerConfig
 from serve_app.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ class TargetServer(LLMServer):
     """
 
     async def __init__(self, llm_config: LLMConfig, *, pool: str, method: str,
-                       draft_worker: DeploymentHandle | None = None, draft_config: DraftWorkerConfig | None = None):
+                       draft_worker: DeploymentHandle | None = None, draft_config: DraftWorkerConfig | None = None,
+                       tuner: DeploymentHandle | None = None, tuner_config: TunerConfig | None = None):
         await super().__init__(llm_config)
         self._routed = method == "routed"
         self._remote = draft_worker is not None
@@ -49,6 +50,8 @@ class TargetServer(LLMServer):
         self._info_tags = {**self._tags, "method": method, "ReplicaId": replica}
         self._exported: dict[tuple, float] = {}
         self._publisher = asyncio.get_running_loop().create_task(self._publish())
+        if tuner is not None:
+            self._tuning = asyncio.get_running_loop().create_task(self._tune(tuner, tuner_config.period_s))
 
     async def routed_acceptance(self) -> list[dict]:
         """Cumulative drafts and acceptance per (request class, method) on this replica."""
@@ -69,6 +72,21 @@ class TargetServer(LLMServer):
                 except Exception:  # metrics must never take the replica down
                     logger.exception("reading the routed proposer's statistics failed")
             await asyncio.sleep(PUBLISH_PERIOD_S)
+
+    async def _tune(self, tuner: DeploymentHandle, period_s: float) -> None:
+        """Report to the spec tuner each period and apply the k it answers, without restarting anything."""
+        applied: list = []
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                report = {"tallies": await self.routed_acceptance(), "applied": applied,
+                          **(await self.collective_rpc("step_timings"))[0]}
+                answer = await tuner.report.remote(self._tags["model"], self._tags["pool"],
+                                                   self._info_tags["ReplicaId"], report)
+                await self.collective_rpc("set_tuned_k", args=(answer["tuned_k"],))
+                applied = answer["tuned_k"]
+            except Exception:  # without the tuner, requests keep the k they came with
+                logger.exception("reporting to the spec tuner failed")
 
     def _export_acceptance(self, tallies: list[dict]) -> None:
         counters, per_position = metrics.class_spec_counters(), metrics.class_accepted_per_position()
