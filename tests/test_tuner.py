@@ -94,16 +94,23 @@ def test_step_cost_fit_recovers_a_linear_cost_and_ignores_stalls():
         rows, verified = rng.randint(1, 8), rng.randint(0, 20)
         steps.append({"rows": rows, "verified_tokens": verified,
                       "forward_s": 0.02 + 0.001 * (rows + verified) + rng.uniform(-0.0005, 0.0005)})
-    steps[5]["forward_s"] = 1.5  # a GC pause
+    for i in range(0, 200, 10):
+        steps[i]["forward_s"] = 1.5  # GC pauses and co-tenants: 5% of steps stall
     drafts = [{"method": "remote_draft", "rows": 1, "k": k, "seconds": 0.004 + 0.003 * k} for k in (2, 3, 4) * 5]
+    drafts[0]["seconds"] = 2.0
     cost = fit_step_cost(steps, drafts)
     assert cost.base_s == pytest.approx(0.02, abs=0.002)
     assert cost.per_token_s == pytest.approx(0.001, abs=0.0002)
     assert cost.drafting["remote_draft"] == pytest.approx((0.004, 0.003))
-    # One k only: the per-token drafting cost is unknown and taken as 0 (probing at k+-1 spreads it).
-    flat = fit_step_cost(steps, [{"method": "ngram", "rows": 1, "k": 4, "seconds": 0.001}] * 30)
-    assert flat.drafting["ngram"] == (pytest.approx(0.001), 0.0)
+    # Drafting seen at one k only: its cost per k is unknown, so the method is not costed (probing
+    # at k+-1 spreads it); the same for forward passes that all verified as many tokens.
+    assert "ngram" not in fit_step_cost(steps, [{"method": "ngram", "rows": 1, "k": 4, "seconds": 0.001}] * 30).drafting
+    assert fit_step_cost([{"rows": 1, "verified_tokens": 4, "forward_s": 0.03}] * 50, drafts) is None
     assert fit_step_cost(steps[:5], drafts) is None
+    # A fit whose intercept would be negative goes through the origin instead.
+    through_origin = fit_step_cost([{"rows": 1, "verified_tokens": v, "forward_s": 0.01 * v - 0.005}
+                                    for v in (1, 2, 3) * 10], drafts)
+    assert through_origin.base_s == 0 and through_origin.per_token_s > 0
 
 
 def _routed_tuner(**tuner) -> PoolTuner:
@@ -118,7 +125,7 @@ def _report(tallies: dict, rows: int, verified: int, forward_s: float) -> dict:
                          "accepted_per_position": a} for (c, m), (p, a) in tallies.items()],
             "steps": [{"rows": rows, "verified_tokens": v, "forward_s": forward_s + 0.0005 * (rows + v)}
                       for v in (verified, verified + rows) * 20],
-            "drafts": [{"method": "ngram", "rows": rows, "k": k, "seconds": 0.0002} for k in (3, 4, 5)]}
+            "drafts": [{"method": "ngram", "rows": rows, "k": k, "seconds": 0.0002} for k in (3, 4, 5) * 3]}
 
 
 def test_pool_tuner_follows_acceptance_with_a_dwell_time_and_bounds():

@@ -70,9 +70,9 @@ class TunerConfig(_Strict):
     smoothing: float = Field(0.5, gt=0, le=1, description="Weight of the newest period in the acceptance estimate.")
     min_drafts: int = Field(20, ge=1, description="Drafts that must reach a draft position before its acceptance "
                                                   "is trusted; deeper positions are extrapolated.")
-    margin: float = Field(0.03, ge=0, lt=1, description="A new k must beat the current one's goodput by this share.")
+    margin: float = Field(0.05, ge=0, lt=1, description="A new k must beat the current one's goodput by this share.")
     min_dwell_s: float = Field(10.0, ge=0, description="Least time between two changes of one class's k.")
-    probe_fraction: float = Field(0.05, ge=0, le=0.5, description="Share of steps drafted at k+-1 (1 when k is 0), "
+    probe_fraction: float = Field(0.1, ge=0, le=0.5, description="Share of steps drafted at k+-1 (1 when k is 0), "
                                                                    "so acceptance and cost are known around k.")
     cost_window_s: float = Field(60.0, gt=0, description="Age of the oldest step timing in the cost fit.")
     classes: dict[str, ClassTuningConfig] = Field(default_factory=dict, description="Per request class limits.")

@@ -20,7 +20,8 @@ from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig, TunerCon
 from serve_app.observability import metrics
 from serve_app.tuner.goodput import AcceptanceEstimate, choose_k, fit_step_cost
 
-logger = logging.getLogger(__name__)
+# Ray Serve keeps this logger's records in the replica's log (a module logger's INFO is dropped).
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass
@@ -88,7 +89,7 @@ class PoolTuner:
                 state.estimate.update(state.new_proposed, state.new_accepted, self.config.smoothing)
                 state.new_proposed, state.new_accepted = [], []
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
-            if state.pinned or cost is None or survival is None or not recent:
+            if state.pinned or cost is None or method not in cost.drafting or survival is None or not recent:
                 continue  # held, idle, or too little seen yet: k stays
             rows = sum(recent) / len(recent)
             choice = choose_k(survival, cost, rows, method, state.k_min, state.k_max, state.k, self.config.margin)

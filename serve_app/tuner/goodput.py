@@ -15,6 +15,9 @@ import numpy as np
 
 # Fewer samples than this and a cost fit is a guess; the tuner then keeps k where it is.
 MIN_COST_SAMPLES = 20
+# A median over fewer samples is one sample's noise.
+MIN_PER_GROUP = 3
+MAX_GROUPS = 16
 
 
 @dataclass
@@ -70,31 +73,50 @@ class StepCost:
         forward = self.base_s + self.per_token_s * rows * (1 + k)
         if k == 0:
             return forward
-        fixed_s, per_k_s = self.drafting.get(method, (0.0, 0.0))
+        fixed_s, per_k_s = self.drafting[method]
         return forward + fixed_s + per_k_s * k
 
 
-def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares intercept and (non-negative) slope, after clipping stalls (GC, preemption) that
-    would dominate a mean; with no spread in x the slope is unknown and taken as 0."""
-    y = np.minimum(y, 3 * np.median(y))
-    if np.ptp(x) == 0:
-        return float(y.mean()), 0.0
-    slope = max(0.0, float(np.cov(x, y, bias=True)[0, 1] / x.var()))
-    return float(y.mean() - slope * x.mean()), slope
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """Intercept and non-negative slope through the median y of each x value (of each quantile bin
+    of x when it takes many values): medians, because stalls and co-tenants on a shared host move
+    means. None without two x values to draw a line through: a guessed slope is how k runs away."""
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    values = np.unique(x)
+    if len(values) <= MAX_GROUPS:
+        groups = [np.flatnonzero(x == v) for v in values]
+    else:
+        groups = np.array_split(np.arange(len(x)), MAX_GROUPS)
+    points = np.array([(np.median(x[g]), np.median(y[g]), len(g)) for g in groups if len(g) >= MIN_PER_GROUP])
+    if len(points) < 2 or np.ptp(points[:, 0]) == 0:
+        return None
+    xs, ys, w = points.T
+    mx, my = np.average(xs, weights=w), np.average(ys, weights=w)
+    slope = max(0.0, float(np.sum(w * (xs - mx) * (ys - my)) / np.sum(w * (xs - mx) ** 2)))
+    intercept = my - slope * mx
+    if intercept < 0:  # no step costs less than nothing: a line through the origin instead
+        slope, intercept = float(np.sum(w * xs * ys) / np.sum(w * xs * xs)), 0.0
+    return float(intercept), slope
 
 
 def fit_step_cost(steps: list[dict], drafts: list[dict]) -> StepCost | None:
-    """Fit `StepCost` to a `StepTimer`'s samples; None with too few forward passes to go on."""
+    """Fit `StepCost` to a `StepTimer`'s samples; None until the forward passes seen verified at
+    least two different numbers of tokens. A method is left out of `drafting` until it was seen
+    drafting at two different k."""
     if len(steps) < MIN_COST_SAMPLES:
         return None
     tokens = np.array([s["rows"] + s["verified_tokens"] for s in steps], dtype=float)
-    base_s, per_token_s = _line(tokens, np.array([s["forward_s"] for s in steps]))
+    forward = _line(tokens, np.array([s["forward_s"] for s in steps]))
+    if forward is None:
+        return None
     drafting = {}
     for method in {d["method"] for d in drafts}:
         mine = [d for d in drafts if d["method"] == method]
-        drafting[method] = _line(np.array([d["k"] for d in mine], dtype=float), np.array([d["seconds"] for d in mine]))
-    return StepCost(max(base_s, 0.0), per_token_s, drafting)
+        line = _line(np.array([d["k"] for d in mine], dtype=float), np.array([d["seconds"] for d in mine]))
+        if line is not None:
+            drafting[method] = line
+    return StepCost(*forward, drafting)
 
 
 @dataclass(frozen=True)
