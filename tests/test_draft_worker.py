@@ -17,7 +17,8 @@ from cluster.benchmarks.http_load import run_load
 from serve_app.observability.scrape import quiet_pool_counters
 from tests.conftest import wait_until
 
-REMOTE = {"x-spec-method": "remote_draft"}
+# k pinned: these tests are about the draft worker, and the spec tuner could set k to 0 on CPU.
+REMOTE = {"x-spec-method": "remote_draft", "x-spec-k": "4"}
 PLAIN = {"x-spec-pool": "plain"}
 DRAFT_REPLICA_TITLE = "ServeReplica:specserve:draft-tiny-llama-tiny-draft"
 PROMPT = "def parse_header(line):\n    key, _, value = line.partition(':')\n"
