@@ -215,7 +215,6 @@ class SpecIngress(OpenAiIngress):
                              "deployments": deployments},
                             status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
-
     def _tuner_handle(self) -> DeploymentHandle:
         if self._tuner is None:
             raise OpenAIHTTPException(status_code=status.HTTP_404_NOT_FOUND, type="NotFoundError",

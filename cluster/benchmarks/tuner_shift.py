@@ -1,0 +1,207 @@
+"""The spec tuner against fixed k on a workload that shifts, over HTTP against the running app.
+
+    python -m cluster.benchmarks.tuner_shift [--base-url URL] [--method remote_draft] [--phase-s 60] [--out DIR]
+
+Three phases, each `--phase-s` long: code edits at concurrency 1 (the answer copies the
+prompt: drafts are accepted far), free-form continuation at concurrency 1 (drafts fail
+sooner), then a burst of free-form requests at high concurrency (verifying drafts costs the
+whole batch). Every request goes to the routed pool with the same method and request class,
+so the tuner must follow the shift from its own measurements, not from a class change.
+Arms, one after another in one run after a warm-up: the tuner first (before the fixed-k arms
+feed it), then fixed k in `--ks` (x-spec-k), then no speculation. During the tuner arm, its
+k and acceptance estimate are polled from GET /v1/spec/tuner every second.
+Writes DIR/tuner_shift.json, DIR/tuner_shift.md and DIR/tuner_shift.png (k and acceptance
+over time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cluster.benchmarks import report, workloads
+from cluster.benchmarks.http_load import run_load, stream_request
+
+SETTLE_LIMIT_S = 30
+# The tuner must reach this share of the best fixed k in every phase.
+GOAL_VS_BEST = 0.95
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    prompts: tuple[str, ...]
+    concurrency: int
+
+
+def phases(burst_concurrency: int, max_tokens: int) -> list[Phase]:
+    return [Phase("code_edit", workloads.code_edit(64, max_tokens).prompts, 1),
+            Phase("free_form", workloads.free_form(64, max_tokens).prompts, 1),
+            Phase("burst", workloads.free_form(256, max_tokens, seed=29).prompts, burst_concurrency)]
+
+
+async def run_phase(client: httpx.AsyncClient, phase: Phase, body: dict, headers: dict, seconds: float) -> dict:
+    """Closed loop for `seconds`: each client sends its next request until the time is up; the
+    requests then in flight finish and count, so the wall time is to the last byte."""
+    prompts = itertools.cycle(phase.prompts)
+    start = time.perf_counter()
+    tokens = requests = 0
+
+    async def client_loop():
+        nonlocal tokens, requests
+        while time.perf_counter() - start < seconds:
+            result = await stream_request(client, {**body, "prompt": next(prompts)}, headers)
+            tokens += result.completion_tokens
+            requests += 1
+
+    await asyncio.gather(*(client_loop() for _ in range(phase.concurrency)))
+    wall = time.perf_counter() - start
+    return {"phase": phase.name, "concurrency": phase.concurrency, "requests": requests,
+            "completion_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
+
+
+async def poll_tuner(client: httpx.AsyncClient, key: tuple[str, str, str], start: float, trace: list) -> None:
+    pool_key, request_class, method = key
+    while True:
+        state = (await client.get("/v1/spec/tuner")).json()[pool_key]
+        entry = next(e for e in state["keys"] if e["request_class"] == request_class and e["method"] == method)
+        trace.append({"t": time.perf_counter() - start, "k": entry["k"], "acceptance": entry["acceptance"],
+                      "rows": (entry["last_decision"] or {}).get("rows")})
+        await asyncio.sleep(1.0)
+
+
+async def run_arm(base_url: str, arm: str, plan: list[Phase], body: dict, headers: dict, seconds: float,
+                  tuner_key: tuple[str, str, str] | None) -> tuple[list[dict], list[dict]]:
+    trace: list[dict] = []
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+        start = time.perf_counter()
+        poller = asyncio.create_task(poll_tuner(client, tuner_key, start, trace)) if tuner_key else None
+        rows = []
+        for phase in plan:
+            row = await run_phase(client, phase, body, headers, seconds)
+            row.update(arm=arm, started_s=sum(r["wall_s"] for r in rows))
+            rows.append(row)
+        if poller is not None:
+            poller.cancel()
+    return rows, trace
+
+
+def settle_times(rows: list[dict], trace: list[dict]) -> dict[str, float]:
+    """Per phase, seconds from its start to the tuner's last change of k within it (0: no change)."""
+    out = {}
+    for row in rows:
+        begin, end = row["started_s"], row["started_s"] + row["wall_s"]
+        inside = [p for p in trace if begin <= p["t"] < end]
+        changes = [b["t"] for a, b in zip(inside, inside[1:]) if a["k"] != b["k"]]
+        out[row["phase"]] = (changes[-1] - begin) if changes else 0.0
+    return out
+
+
+def run(args) -> dict:
+    plan = phases(args.burst_concurrency, args.max_tokens)
+    body = {"model": args.model, "temperature": 0.0, "max_tokens": args.max_tokens, "ignore_eos": True}
+    common = {"x-spec-pool": args.pool, "x-request-class": args.request_class}
+    speculative = {**common, "x-spec-method": args.method}
+    # Every prompt once first, so no arm gains from prefix caches an earlier arm filled (target and
+    # draft engines alike), and every k once, under another class so the measured class starts cold.
+    every_prompt = [{**body, "prompt": p, "max_tokens": 8} for phase in plan for p in dict.fromkeys(phase.prompts)]
+    asyncio.run(run_load(args.base_url, every_prompt, 4,
+                         {**speculative, "x-request-class": args.warmup_class, "x-spec-k": "1"}))
+    for k in args.ks:
+        asyncio.run(run_arm(args.base_url, "warm-up", [Phase("warm-up", plan[0].prompts[:4], 2)], body,
+                            {**speculative, "x-request-class": args.warmup_class, "x-spec-k": str(k)}, 0, None))
+    tuner_key = (f"{args.model}/{args.pool}", args.request_class, args.method)
+    rows, trace = asyncio.run(run_arm(args.base_url, "tuner", plan, body, speculative, args.phase_s, tuner_key))
+    for k in args.ks:
+        rows += asyncio.run(run_arm(args.base_url, f"k={k}", plan, body, {**speculative, "x-spec-k": str(k)},
+                                    args.phase_s, None))[0]
+    rows += asyncio.run(run_arm(args.base_url, "none", plan, body, {**common, "x-spec-method": "none"},
+                                args.phase_s, None))[0]
+    tuner_rows = [r for r in rows if r["arm"] == "tuner"]
+    settle = settle_times(tuner_rows, trace)
+    verdicts = []
+    for phase in plan:
+        mine = {r["arm"]: r["tokens_per_s"] for r in rows if r["phase"] == phase.name}
+        fixed = {arm: v for arm, v in mine.items() if arm.startswith("k=")}
+        best = max(fixed, key=fixed.get)
+        verdicts.append({"phase": phase.name, "concurrency": phase.concurrency, "tuner_tokens_per_s": mine["tuner"],
+                         "best_fixed": best, "best_fixed_tokens_per_s": fixed[best],
+                         "tuner_vs_best_fixed": mine["tuner"] / fixed[best],
+                         "tuner_vs_none": mine["tuner"] / mine["none"], "settle_s": settle[phase.name],
+                         "tuned_k_at_end": next((p["k"] for p in reversed(trace)
+                                                 if p["t"] < _end(tuner_rows, phase.name)), None)})
+    return {"method": args.method, "phase_s": args.phase_s, "rows": rows, "trace": trace, "verdicts": verdicts}
+
+
+def _end(rows: list[dict], phase: str) -> float:
+    row = next(r for r in rows if r["phase"] == phase)
+    return row["started_s"] + row["wall_s"]
+
+
+def markdown(result: dict) -> str:
+    arms = list(dict.fromkeys(r["arm"] for r in result["rows"]))
+    lines = [f"Method {result['method']}, {result['phase_s']:.0f} s per phase; tokens/s per phase and arm.", "",
+             "| phase | conc | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for v in result["verdicts"]:
+        cells = [f"{next(r['tokens_per_s'] for r in result['rows'] if r['arm'] == a and r['phase'] == v['phase']):.1f}"
+                 for a in arms]
+        lines.append(f"| {v['phase']} | {v['concurrency']} | " + " | ".join(cells) + " |")
+    lines += ["", "| phase | tuner / best fixed k | best fixed k | tuner / none | tuner k at end | settled after |",
+              "|---|---|---|---|---|---|"]
+    for v in result["verdicts"]:
+        ok = v["tuner_vs_best_fixed"] >= GOAL_VS_BEST and v["settle_s"] <= SETTLE_LIMIT_S
+        lines.append(f"| {v['phase']} | {v['tuner_vs_best_fixed']:.2f} {'ok' if ok else 'MISSED'} | "
+                     f"{v['best_fixed']} | {v['tuner_vs_none']:.2f} | {v['tuned_k_at_end']} | {v['settle_s']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trace = result["trace"]
+    fig, (ax_k, ax_a) = plt.subplots(2, 1, sharex=True, figsize=(9, 5))
+    ax_k.step([p["t"] for p in trace], [p["k"] for p in trace], where="post")
+    ax_k.set_ylabel("tuned k")
+    with_estimate = [p for p in trace if p["acceptance"]]
+    for pos in (0, 1, 3):
+        ax_a.plot([p["t"] for p in with_estimate], [p["acceptance"][pos] for p in with_estimate],
+                  label=f"P(first {pos + 1} accepted)")
+    ax_a.set_ylabel("acceptance estimate")
+    ax_a.set_xlabel("seconds into the tuner arm")
+    ax_a.legend(loc="lower left", fontsize=8)
+    for row in (r for r in result["rows"] if r["arm"] == "tuner"):
+        for ax in (ax_k, ax_a):
+            ax.axvline(row["started_s"], color="grey", linestyle=":")
+        ax_k.text(row["started_s"] + 1, ax_k.get_ylim()[1] * 0.9, row["phase"], fontsize=8)
+    fig.suptitle(f"Spec tuner, method {result['method']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = report.parser(__doc__)
+    parser.set_defaults(max_tokens=96)
+    parser.add_argument("--method", default="remote_draft", choices=["ngram", "remote_draft"])
+    parser.add_argument("--pool", default="routed")
+    parser.add_argument("--request-class", default="chat")
+    parser.add_argument("--warmup-class", default="agentic")
+    parser.add_argument("--ks", default="1,2,4,6,8", type=lambda s: [int(k) for k in s.split(",")])
+    parser.add_argument("--phase-s", type=float, default=60)
+    parser.add_argument("--burst-concurrency", type=int, default=16)
+    args = parser.parse_args(argv)
+    result = run(args)
+    report.write(args.out, "tuner_shift", [result], markdown(result))
+    plot(result, args.out / "tuner_shift.png")
+
+
+if __name__ == "__main__":
+    main()
