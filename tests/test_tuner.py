@@ -87,6 +87,17 @@ def test_no_flapping_near_a_boundary():
     assert changes <= 1
 
 
+def test_one_noisy_cost_fit_does_not_move_k():
+    """A cost fit that, once, makes drafting look ten times dearer is outvoted by the smoothed past."""
+    survival = [0.9 ** (p + 1) for p in range(8)]
+    steady = choose_k(survival, COST, rows=1, method="ngram", k_min=0, k_max=8, current=None, margin=0.05)
+    spike = StepCost(0.020, 0.010, {"ngram": (0.0, 0.0)})
+    alone = choose_k(survival, spike, rows=1, method="ngram", k_min=0, k_max=8, current=steady.k, margin=0.05)
+    smoothed = choose_k(survival, spike, rows=1, method="ngram", k_min=0, k_max=8, current=steady.k, margin=0.05,
+                        previous=steady.goodput, smoothing=0.3)
+    assert alone.k < steady.k == smoothed.k
+
+
 def test_step_cost_fit_recovers_a_linear_cost_and_ignores_stalls():
     rng = random.Random(0)
     steps = []

@@ -35,6 +35,7 @@ class _KState:
     # Per-position counts reported since the last decision.
     new_proposed: list[int] = field(default_factory=list)
     new_accepted: list[int] = field(default_factory=list)
+    goodput: dict[int, float] | None = None  # smoothed over decisions
     last: dict | None = None  # the last decision's inputs, for `state()`
 
 
@@ -92,7 +93,9 @@ class PoolTuner:
             if state.pinned or cost is None or method not in cost.drafting or survival is None or not recent:
                 continue  # held, idle, or too little seen yet: k stays
             rows = sum(recent) / len(recent)
-            choice = choose_k(survival, cost, rows, method, state.k_min, state.k_max, state.k, self.config.margin)
+            choice = choose_k(survival, cost, rows, method, state.k_min, state.k_max, state.k, self.config.margin,
+                              state.goodput, self.config.smoothing)
+            state.goodput = choice.goodput
             state.last = {"rows": round(rows, 2), "survival": [round(p, 3) for p in survival],
                           "goodput": {k: round(g, 2) for k, g in choice.goodput.items()},
                           "cost": {"base_s": cost.base_s, "per_token_s": cost.per_token_s,

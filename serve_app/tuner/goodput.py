@@ -16,7 +16,7 @@ import numpy as np
 # Fewer samples than this and a cost fit is a guess; the tuner then keeps k where it is.
 MIN_COST_SAMPLES = 20
 # A median over fewer samples is one sample's noise.
-MIN_PER_GROUP = 3
+MIN_PER_GROUP = 5
 MAX_GROUPS = 16
 
 
@@ -126,10 +126,14 @@ class KChoice:
 
 
 def choose_k(survival: list[float], cost: StepCost, rows: float, method: str, k_min: int, k_max: int,
-             current: int | None, margin: float) -> KChoice:
-    """The k in [k_min, k_max] with the most expected tokens per second. A change away from
-    `current` must gain more than `margin`, so noise around a boundary does not flip k."""
+             current: int | None, margin: float, previous: dict[int, float] | None = None,
+             smoothing: float = 1.0) -> KChoice:
+    """The k in [k_min, k_max] with the most expected tokens per second. The last choice's goodput
+    (`previous`) is blended in at weight 1 - `smoothing`, so one noisy cost fit cannot move k, and
+    a change away from `current` must gain more than `margin`, so noise around a boundary cannot flip it."""
     goodput = {k: expected_tokens(survival, k) / cost.seconds(rows, method, k) for k in range(k_min, k_max + 1)}
+    if previous:
+        goodput = {k: smoothing * g + (1 - smoothing) * previous.get(k, g) for k, g in goodput.items()}
     best = max(goodput, key=goodput.get)
     if current in goodput and goodput[best] <= goodput[current] * (1 + margin):
         best = current
