@@ -33,7 +33,7 @@ def test_health_reports_every_pool_running(serve_app):
     body = httpx.get(f"{serve_app}/health", timeout=10).json()
     assert body["status"] == "ok"
     assert set(body["deployments"]) == {"ingress", "target-tiny-llama-plain", "target-tiny-llama-routed",
-                                        "target-tiny-llama-draft", "draft-tiny-llama-tiny-draft"}
+                                        "target-tiny-llama-draft", "draft-tiny-llama-tiny-draft", "spec-tuner"}
 
 
 def test_completion_is_routed_and_reports_usage(openai_client):
@@ -194,7 +194,7 @@ def test_a_new_k_from_the_tuner_reaches_the_running_engine(serve_app, openai_cli
 
 
 def test_bad_pin_is_400_in_openai_shape(serve_app):
-    for change, message in [({"request_class": "poetry"}, "tunes no ('poetry', 'remote_draft')"),
+    for change, message in [({"request_class": "poetry"}, "tunes no (poetry, remote_draft)"),
                             ({"k": 99}, "k must be from 0 to 8"),
                             ({"pool": "plain"}, "no tuned pool 'plain'")]:
         response = httpx.post(f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3, **change}, timeout=30)
