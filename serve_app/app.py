@@ -21,7 +21,7 @@ def build_app(args: AppConfig) -> Application:
     """One target deployment per pool, one per draft worker, behind one OpenAI ingress."""
     pools: dict[str, dict[str, Application]] = {}
     cards, llm_configs = {}, []
-    tuned = any(p.speculation.tuner is not None and p.speculation.tuner.enabled for m in args.models for p in m.pools)
+    tuned = any(p.speculation.tuned() for m in args.models for p in m.pools)
     # One small replica: it only folds reports and does arithmetic, every few seconds.
     tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1,
                              ray_actor_options={"num_cpus": 0.1}).bind(args) if tuned else None
@@ -39,7 +39,7 @@ def build_app(args: AppConfig) -> Application:
             if pool.speculation.draft_worker is not None:
                 bind_kwargs.update(draft_worker=draft_workers[pool.speculation.draft_worker],
                                    draft_config=model.draft_worker(pool.speculation.draft_worker))
-            if pool.speculation.tuner is not None and pool.speculation.tuner.enabled:
+            if pool.speculation.tuned():
                 bind_kwargs.update(tuner=tuner, tuner_config=pool.speculation.tuner)
             pools[model.id][pool.name] = build_llm_deployment(
                 llm_config, deployment_cls=TargetServer, bind_kwargs=bind_kwargs,

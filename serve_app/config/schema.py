@@ -121,6 +121,10 @@ class SpeculationConfig(_Strict):
             _check_k_schedule(schedule, self.num_speculative_tokens)
         return self
 
+    def tuned(self) -> bool:
+        """Whether the spec tuner sets this pool's k."""
+        return self.tuner is not None and self.tuner.enabled
+
     def methods(self) -> tuple[str, ...]:
         """The speculation methods a request sent to this pool can get."""
         if self.method != "routed":

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig, TunerConfig
 from serve_app.observability import metrics
-from serve_app.tuner.goodput import AcceptanceEstimate, choose_k, fit_step_cost
+from serve_app.tuner.goodput import AcceptanceEstimate, padded, choose_k, fit_step_cost
 
 # Ray Serve keeps this logger's records in the replica's log (a module logger's INFO is dropped).
 logger = logging.getLogger("ray.serve")
@@ -130,8 +130,7 @@ class PoolTuner:
 
 def _add(acc: list[int], total: list[int], before: list[int]) -> list[int]:
     size = max(len(acc), len(total))
-    acc, total, before = (list(v) + [0] * (size - len(v)) for v in (acc, total, before))
-    return [a + t - b for a, t, b in zip(acc, total, before)]
+    return [a + t - b for a, t, b in zip(padded(acc, size), padded(total, size), padded(before, size))]
 
 
 class SpecTuner:
@@ -139,7 +138,7 @@ class SpecTuner:
         now = time.monotonic()
         self._pools = {(model.id, pool.name): PoolTuner(model, pool, now)
                        for model in app_config.models for pool in model.pools
-                       if pool.speculation.tuner is not None and pool.speculation.tuner.enabled}
+                       if pool.speculation.tuned()}
         self._loop = asyncio.get_running_loop().create_task(self._control())
 
     async def report(self, model: str, pool: str, replica: str, report: dict) -> dict:

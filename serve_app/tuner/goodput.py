@@ -30,8 +30,8 @@ class AcceptanceEstimate:
 
     def update(self, proposed: list[int], accepted: list[int], smoothing: float) -> None:
         size = max(len(self.proposed), len(proposed))
-        old_p, old_a = _padded(self.proposed, size), _padded(self.accepted, size)
-        new_p, new_a = _padded(proposed, size), _padded(accepted, size)
+        old_p, old_a = padded(self.proposed, size), padded(self.accepted, size)
+        new_p, new_a = padded(proposed, size), padded(accepted, size)
         keep = 1 - smoothing
         self.proposed = [keep * o + n for o, n in zip(old_p, new_p)]
         self.accepted = [keep * o + n for o, n in zip(old_a, new_a)]
@@ -52,7 +52,8 @@ class AcceptanceEstimate:
         return out
 
 
-def _padded(values: list, size: int) -> list:
+def padded(values: list, size: int) -> list:
+    """`values` with zeros appended up to `size`: per-position counts of different depths, aligned."""
     return list(values) + [0] * (size - len(values))
 
 
