@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import ray
 from ray import serve
@@ -49,9 +50,8 @@ class TargetServer(LLMServer):
         self._tags = {"model": llm_config.model_id, "pool": pool}
         self._info_tags = {**self._tags, "method": method, "ReplicaId": replica}
         self._exported: dict[tuple, float] = {}
-        self._publisher = asyncio.get_running_loop().create_task(self._publish())
-        if tuner is not None:
-            self._tuning = asyncio.get_running_loop().create_task(self._tune(tuner, tuner_config.period_s))
+        self._observer = asyncio.get_running_loop().create_task(
+            self._observe(tuner, tuner_config.period_s if tuner is not None else None))
 
     async def routed_acceptance(self) -> list[dict]:
         """Cumulative drafts and acceptance per (request class, method) on this replica."""
@@ -59,34 +59,42 @@ class TargetServer(LLMServer):
             return []
         return (await self.collective_rpc("routed_acceptance"))[0]  # rank 0's drafts are the ones vLLM uses
 
-    async def _publish(self) -> None:
+    async def _observe(self, tuner: DeploymentHandle | None, tuner_period_s: float | None) -> None:
+        """Publish the pool identity and the routed proposer's books, and report to the spec tuner.
+
+        One loop reads the books for both, because each read waits for a gap between engine steps.
+        """
+        period_s = min(PUBLISH_PERIOD_S, tuner_period_s or PUBLISH_PERIOD_S)
+        next_report = time.monotonic() + (tuner_period_s or 0)
+        applied: list = []
         while True:
             metrics.replica_info().set(1, tags=self._info_tags)
+            tallies = None
             if self._routed:
                 try:
-                    self._export_acceptance(await self.routed_acceptance())
+                    tallies = await self.routed_acceptance()
+                    self._export_acceptance(tallies)
                     if self._remote:
                         # Only the rank whose drafts vLLM uses calls the draft worker; the others answer None.
                         stats = await self.collective_rpc("remote_draft_stats")
                         self._export_draft_stats(next(s for s in stats if s is not None))
                 except Exception:  # metrics must never take the replica down
                     logger.exception("reading the routed proposer's statistics failed")
-            await asyncio.sleep(PUBLISH_PERIOD_S)
-
-    async def _tune(self, tuner: DeploymentHandle, period_s: float) -> None:
-        """Report to the spec tuner each period and apply the k it answers, without restarting anything."""
-        applied: list = []
-        while True:
+            if tuner is not None and tallies is not None and time.monotonic() >= next_report:
+                next_report = time.monotonic() + tuner_period_s
+                try:
+                    applied = await self._report(tuner, tallies, applied)
+                except Exception:  # without the tuner, requests keep the k they came with
+                    logger.exception("reporting to the spec tuner failed")
             await asyncio.sleep(period_s)
-            try:
-                report = {"tallies": await self.routed_acceptance(), "applied": applied,
-                          **(await self.collective_rpc("step_timings"))[0]}
-                answer = await tuner.report.remote(self._tags["model"], self._tags["pool"],
-                                                   self._info_tags["ReplicaId"], report)
-                await self.collective_rpc("set_tuned_k", args=(answer["tuned_k"],))
-                applied = answer["tuned_k"]
-            except Exception:  # without the tuner, requests keep the k they came with
-                logger.exception("reporting to the spec tuner failed")
+
+    async def _report(self, tuner: DeploymentHandle, tallies: list[dict], applied: list) -> list:
+        """Send the books and step timings to the spec tuner and apply the k table it answers,
+        without restarting anything; returns the table now applied."""
+        report = {"tallies": tallies, "applied": applied, **(await self.collective_rpc("step_timings"))[0]}
+        answer = await tuner.report.remote(self._tags["model"], self._tags["pool"], self._info_tags["ReplicaId"], report)
+        await self.collective_rpc("set_tuned_k", args=(answer["tuned_k"],))
+        return answer["tuned_k"]
 
     def _export_acceptance(self, tallies: list[dict]) -> None:
         counters, per_position = metrics.class_spec_counters(), metrics.class_accepted_per_position()
