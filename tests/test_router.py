@@ -147,13 +147,16 @@ def test_acceptance_book_settles_drafts_from_what_was_sampled():
     from serve_app.proposer.acceptance import AcceptanceBook
 
     book = AcceptanceBook()
-    # step 1: r1 (code_edit, ngram) gets 4 draft tokens, r2 (chat, none) none
-    book.step(["r1", "r2"], [[5], [6]], [("code_edit", "ngram", 4), ("chat", "none", 0)])
+    # step 1: r1 (code_edit, ngram) asks for and gets 4 draft tokens, r2 (chat, none) none
+    book.step(["r1", "r2"], [[5], [6]], [("code_edit", "ngram", 4, 4), ("chat", "none", 0, 0)])
     # step 2: r1 sampled 3 tokens = 2 drafts accepted + 1; proposes 2 more; r2 not scheduled
-    book.step(["r1"], [[7, 8, 9]], [("code_edit", "ngram", 2)])
-    # step 3: r1 sampled 1 token = none of its 2 drafts accepted
-    book.step(["r1"], [[10]], [("code_edit", "ngram", 0)])
+    book.step(["r1"], [[7, 8, 9]], [("code_edit", "ngram", 2, 2)])
+    # step 3: r1 sampled 1 token = none of its 2 drafts accepted; asks for 3, the lookup finds nothing
+    book.step(["r1"], [[10]], [("code_edit", "ngram", 3, 0)])
+    # step 4: the missed lookup settles as a step that asked for 3 and got nothing accepted
+    book.step(["r1"], [[11]], [("code_edit", "ngram", 0, 0)])
     [tally] = book.snapshot()
     assert (tally["request_class"], tally["method"]) == ("code_edit", "ngram")
-    assert (tally["drafts"], tally["draft_tokens"], tally["accepted_tokens"]) == (2, 6, 2)
+    assert (tally["drafts"], tally["draft_tokens"], tally["accepted_tokens"]) == (2, 6, 2)  # as vLLM counts them
+    assert tally["asked_per_position"] == [3, 3, 2, 1]
     assert tally["accepted_per_position"] == [1, 1, 0, 0]

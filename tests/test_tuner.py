@@ -132,7 +132,7 @@ def _routed_tuner(**tuner) -> PoolTuner:
 
 
 def _report(tallies: dict, rows: int, verified: int, forward_s: float) -> dict:
-    return {"tallies": [{"request_class": c, "method": m, "drafts": p[0], "proposed_per_position": p,
+    return {"tallies": [{"request_class": c, "method": m, "drafts": p[0], "asked_per_position": p,
                          "accepted_per_position": a} for (c, m), (p, a) in tallies.items()],
             "steps": [{"rows": rows, "verified_tokens": v, "forward_s": forward_s + 0.0005 * (rows + v)}
                       for v in (verified, verified + rows) * 20],

@@ -111,7 +111,9 @@ class RoutedProposer:
                 self.timer.drafted(REMOTE_DRAFT, len(remote_rows), max(ks), time.perf_counter() - start)
             for i, k, tokens in zip(remote_rows, ks, proposed or []):
                 drafts[i] = list(tokens[:k])
-        verified = self.book.step(req_ids, sampled_token_ids,
-                                  [(s.request_class, s.method, len(d)) for s, d in zip(specs, drafts)])
+        # A row still prefilling (nothing sampled) cannot be drafted for: it asked for nothing.
+        asks = [(s.request_class, s.method, s.k if sampled else 0, len(d))
+                for s, d, sampled in zip(specs, drafts, sampled_token_ids)]
+        verified = self.book.step(req_ids, sampled_token_ids, asks)
         self.timer.step_done(req_ids, sampled_token_ids, verified, forward_end)
         return drafts

@@ -33,7 +33,7 @@ class _KState:
     pinned: bool = False  # held by an operator (`pin`): not tuned, not probed
     estimate: AcceptanceEstimate = field(default_factory=AcceptanceEstimate)
     # Per-position counts reported since the last decision.
-    new_proposed: list[int] = field(default_factory=list)
+    new_asked: list[int] = field(default_factory=list)
     new_accepted: list[int] = field(default_factory=list)
     goodput: dict[int, float] | None = None  # smoothed over decisions
     last: dict | None = None  # the last decision's inputs, for `state()`
@@ -66,12 +66,12 @@ class PoolTuner:
             key = (tally["request_class"], tally["method"])
             before = totals.get(key)
             if before is None or tally["drafts"] < before["drafts"]:  # new or restarted replica
-                before = {"proposed_per_position": [], "accepted_per_position": []}
+                before = {"asked_per_position": [], "accepted_per_position": []}
             totals[key] = tally
             state = self.keys.get(key)
             if state is not None:
-                state.new_proposed = _add(state.new_proposed, tally["proposed_per_position"],
-                                          before["proposed_per_position"])
+                state.new_asked = _add(state.new_asked, tally["asked_per_position"],
+                                          before["asked_per_position"])
                 state.new_accepted = _add(state.new_accepted, tally["accepted_per_position"],
                                           before["accepted_per_position"])
         self.steps.extend((now, s) for s in report["steps"])
@@ -86,9 +86,9 @@ class PoolTuner:
         cost = fit_step_cost([s for _, s in self.steps], [d for _, d in self.drafts])
         changes = []
         for (request_class, method), state in self.keys.items():
-            if any(state.new_proposed):  # forget per period of traffic, not per idle period
-                state.estimate.update(state.new_proposed, state.new_accepted, self.config.smoothing)
-                state.new_proposed, state.new_accepted = [], []
+            if any(state.new_asked):  # forget per period of traffic, not per idle period
+                state.estimate.update(state.new_asked, state.new_accepted, self.config.smoothing)
+                state.new_asked, state.new_accepted = [], []
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
             if state.pinned or cost is None or method not in cost.drafting or survival is None or not recent:
                 continue  # held, idle, or too little seen yet: k stays

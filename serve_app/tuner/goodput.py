@@ -22,28 +22,28 @@ MAX_GROUPS = 16
 
 @dataclass
 class AcceptanceEstimate:
-    """Per draft position, drafts that reached it and drafts accepted through it, forgotten
+    """Per draft position, steps that asked for a draft token there and drafts accepted through it, forgotten
     exponentially: each period's counts weigh `smoothing`, the past (1 - smoothing)."""
 
-    proposed: list[float] = field(default_factory=list)
+    asked: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
 
-    def update(self, proposed: list[int], accepted: list[int], smoothing: float) -> None:
-        size = max(len(self.proposed), len(proposed))
-        old_p, old_a = padded(self.proposed, size), padded(self.accepted, size)
-        new_p, new_a = padded(proposed, size), padded(accepted, size)
+    def update(self, asked: list[int], accepted: list[int], smoothing: float) -> None:
+        size = max(len(self.asked), len(asked))
+        old_p, old_a = padded(self.asked, size), padded(self.accepted, size)
+        new_p, new_a = padded(asked, size), padded(accepted, size)
         keep = 1 - smoothing
-        self.proposed = [keep * o + n for o, n in zip(old_p, new_p)]
+        self.asked = [keep * o + n for o, n in zip(old_p, new_p)]
         self.accepted = [keep * o + n for o, n in zip(old_a, new_a)]
 
     def survival(self, k_max: int, min_drafts: float) -> list[float] | None:
         """P(the first p+1 drafts are accepted) for p < k_max; None before `min_drafts` reached the
         first position. Beyond the deepest position with `min_drafts`, each further position keeps
         the last measured conditional acceptance (the geometric tail of the i.i.d. model)."""
-        depth = next((i for i, p in enumerate(self.proposed) if p < min_drafts), len(self.proposed))
+        depth = next((i for i, p in enumerate(self.asked) if p < min_drafts), len(self.asked))
         if depth == 0:
             return None
-        measured = [self.accepted[i] / self.proposed[i] for i in range(depth)]
+        measured = [self.accepted[i] / self.asked[i] for i in range(depth)]
         rate = measured[-1] / measured[-2] if depth >= 2 and measured[-2] > 0 else measured[-1]
         rate = min(rate, 1.0)
         out = measured[:k_max]
