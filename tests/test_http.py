@@ -15,7 +15,7 @@ MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
 # method -> the pool of configs/local.yaml that runs it
 POOL_OF = {"none": "plain", "ngram": "routed", "draft_model": "draft", "remote_draft": "routed"}
-# A code edit: the answer copies the code above the marker, so prompt lookup finds drafts.
+# A code edit: the test target repeats its own phrases in the answer, so prompt lookup finds drafts.
 CODE_EDIT = CODE + "args)\n    return parser.parse_args(argv)\n" + EDIT_MARKER
 
 

@@ -2,8 +2,8 @@
 
     python -m cluster.benchmarks.tuner_shift [--base-url URL] [--method remote_draft] [--phase-s 60] [--out DIR]
 
-Three phases, each `--phase-s` long: code edits at concurrency 1 (the answer copies the
-prompt: drafts are accepted far), free-form continuation at concurrency 1 (drafts fail
+Three phases, each `--phase-s` long: code edits at concurrency 1 (drafts are accepted
+farther: the test target repeats itself), free-form continuation at concurrency 1 (drafts fail
 sooner), then a burst of free-form requests at high concurrency (verifying drafts costs the
 whole batch). Every request goes to the routed pool with the same method and request class,
 so the tuner must follow the shift from its own measurements, not from a class change.

@@ -1,7 +1,8 @@
 """Request mixes for the benchmarks, drawn from held-out standard-library code.
 
-- code_edit: "here is code, now the edited version" prompts; the answer copies most of the
-  prompt (what prompt lookup / ngram speculation is for).
+- code_edit: "here is code, now the edited version" prompts. A real model copies most of the
+  prompt (what prompt lookup / ngram speculation is for); the test target does not learn to copy
+  and only repeats its own phrases, so ngram gains less here than it would on a 70B model.
 - free_form: the opening lines of held-out code to continue; little to copy from the prompt.
 - mixed: code edits, chat questions and summaries in known proportions, as chat and
   completion bodies without any class hint, for the router to classify.

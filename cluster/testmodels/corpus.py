@@ -12,7 +12,7 @@ import random
 import sysconfig
 from pathlib import Path
 
-# Marks where a code-edit answer starts; the models learn to copy the code above it.
+# Marks where a code-edit answer starts: the code above it, edited, is the answer to learn.
 EDIT_MARKER = "\n# edited version:\n"
 
 
