@@ -5,11 +5,16 @@
 Three phases, each `--phase-s` long: code edits at concurrency 1 (drafts are accepted
 farther: the test target repeats itself), free-form continuation at concurrency 1 (drafts fail
 sooner), then a burst of free-form requests at high concurrency (verifying drafts costs the
-whole batch). Every request goes to the routed pool with the same method and request class,
-so the tuner must follow the shift from its own measurements, not from a class change.
-Arms, one after another in one run after a warm-up: the tuner first (before the fixed-k arms
-feed it), then fixed k in `--ks` (x-spec-k), then no speculation. During the tuner arm, its
-k and acceptance estimate are polled from GET /v1/spec/tuner every second.
+whole batch). Every request of the tuner arm goes to the routed pool with the same method and
+request class, so the tuner must follow the shift from its own measurements, not from a class
+change.
+Arms: the tuner, fixed k in `--ks` (x-spec-k) and no speculation, all in one run after a
+warm-up. Each phase runs in `--rounds` rounds, and in each round every arm gets its share of the
+phase in turn, in an order rotated per round, so the drift of a shared host falls on every arm
+alike. The fixed-k arms and no speculation are sent as another request class, so only the
+tuner arm feeds the measured class's acceptance estimate; the step cost is the pool's, as in
+production. During the tuner arm's turns its k and acceptance estimate are polled from
+GET /v1/spec/tuner every second; the trace's clock counts the tuner arm's own seconds.
 Writes DIR/tuner_shift.json, DIR/tuner_shift.md and DIR/tuner_shift.png (k and acceptance
 over time).
 """
@@ -75,21 +80,40 @@ async def poll_tuner(client: httpx.AsyncClient, key: tuple[str, str, str], start
         await asyncio.sleep(1.0)
 
 
-async def run_arm(base_url: str, arm: str, plan: list[Phase], body: dict, headers: dict, seconds: float,
-                  tuner_key: tuple[str, str, str] | None) -> tuple[list[dict], list[dict]]:
+TUNER = "tuner"
+
+
+async def run_plan(base_url: str, plan: list[Phase], arms: dict[str, dict], body: dict, phase_s: float,
+                   rounds: int, tuner_key: tuple[str, str, str]) -> tuple[list[dict], list[dict]]:
+    """Every arm through every phase, interleaved (see the module's doc). Returns one row per arm
+    and phase, and the tuner's trace."""
     trace: list[dict] = []
+    rows: dict[tuple[str, str], dict] = {}
+    clocks = dict.fromkeys(arms, 0.0)  # each arm's own seconds of traffic
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
-        start = time.perf_counter()
-        poller = asyncio.create_task(poll_tuner(client, tuner_key, start, trace)) if tuner_key else None
-        rows = []
         for phase in plan:
-            row = await run_phase(client, phase, body, headers, seconds)
-            row.update(arm=arm, started_s=sum(r["wall_s"] for r in rows))
-            rows.append(row)
-        if poller is not None:
-            poller.cancel()
-    return rows, trace
+            for arm in arms:
+                rows[(arm, phase.name)] = {"phase": phase.name, "concurrency": phase.concurrency, "arm": arm,
+                                           "requests": 0, "completion_tokens": 0, "wall_s": 0.0,
+                                           "started_s": clocks[arm]}
+            for turn in range(rounds):
+                names = list(arms)
+                for arm in names[turn % len(names):] + names[: turn % len(names)]:
+                    poller = None
+                    if arm == TUNER:
+                        start = time.perf_counter() - clocks[arm]
+                        poller = asyncio.create_task(poll_tuner(client, tuner_key, start, trace))
+                    got = await run_phase(client, phase, body, arms[arm], phase_s / rounds)
+                    if poller is not None:
+                        poller.cancel()
+                    clocks[arm] += got["wall_s"]
+                    row = rows[(arm, phase.name)]
+                    for key in ("requests", "completion_tokens", "wall_s"):
+                        row[key] += got[key]
+    for row in rows.values():
+        row["tokens_per_s"] = row["completion_tokens"] / row["wall_s"]
+    return list(rows.values()), trace
 
 
 def settle_times(rows: list[dict], trace: list[dict]) -> dict[str, float]:
@@ -112,31 +136,30 @@ def run(args) -> dict:
     # draft engines alike), and every k once, under another class so the measured class starts cold.
     every_prompt = [{**body, "prompt": p, "max_tokens": 8} for phase in plan for p in dict.fromkeys(phase.prompts)]
     asyncio.run(run_load(args.base_url, every_prompt, 4,
-                         {**speculative, "x-request-class": args.warmup_class, "x-spec-k": "1"}))
+                         {**speculative, "x-request-class": args.other_class, "x-spec-k": "1"}))
     for k in args.ks:
-        asyncio.run(run_arm(args.base_url, "warm-up", [Phase("warm-up", plan[0].prompts[:4], 2)], body,
-                            {**speculative, "x-request-class": args.warmup_class, "x-spec-k": str(k)}, 0, None))
+        asyncio.run(run_load(args.base_url, [{**body, "prompt": p} for p in plan[0].prompts[:4]], 2,
+                             {**speculative, "x-request-class": args.other_class, "x-spec-k": str(k)}))
     tuner_key = (f"{args.model}/{args.pool}", args.request_class, args.method)
-    rows, trace = asyncio.run(run_arm(args.base_url, "tuner", plan, body, speculative, args.phase_s, tuner_key))
-    for k in args.ks:
-        rows += asyncio.run(run_arm(args.base_url, f"k={k}", plan, body, {**speculative, "x-spec-k": str(k)},
-                                    args.phase_s, None))[0]
-    rows += asyncio.run(run_arm(args.base_url, "none", plan, body, {**common, "x-spec-method": "none"},
-                                args.phase_s, None))[0]
-    tuner_rows = [r for r in rows if r["arm"] == "tuner"]
+    other = {**speculative, "x-request-class": args.other_class}
+    arms = {TUNER: speculative} | {f"k={k}": {**other, "x-spec-k": str(k)} for k in args.ks}
+    arms["none"] = {**other, "x-spec-method": "none"}
+    rows, trace = asyncio.run(run_plan(args.base_url, plan, arms, body, args.phase_s, args.rounds, tuner_key))
+    tuner_rows = [r for r in rows if r["arm"] == TUNER]
     settle = settle_times(tuner_rows, trace)
     verdicts = []
     for phase in plan:
         mine = {r["arm"]: r["tokens_per_s"] for r in rows if r["phase"] == phase.name}
         fixed = {arm: v for arm, v in mine.items() if arm.startswith("k=")}
         best = max(fixed, key=fixed.get)
-        verdicts.append({"phase": phase.name, "concurrency": phase.concurrency, "tuner_tokens_per_s": mine["tuner"],
+        verdicts.append({"phase": phase.name, "concurrency": phase.concurrency, "tuner_tokens_per_s": mine[TUNER],
                          "best_fixed": best, "best_fixed_tokens_per_s": fixed[best],
-                         "tuner_vs_best_fixed": mine["tuner"] / fixed[best],
-                         "tuner_vs_none": mine["tuner"] / mine["none"], "settle_s": settle[phase.name],
+                         "tuner_vs_best_fixed": mine[TUNER] / fixed[best],
+                         "tuner_vs_none": mine[TUNER] / mine["none"], "settle_s": settle[phase.name],
                          "tuned_k_at_end": next((p["k"] for p in reversed(trace)
                                                  if p["t"] < _end(tuner_rows, phase.name)), None)})
-    return {"method": args.method, "phase_s": args.phase_s, "rows": rows, "trace": trace, "verdicts": verdicts}
+    return {"method": args.method, "phase_s": args.phase_s, "rounds": args.rounds, "rows": rows, "trace": trace,
+            "verdicts": verdicts}
 
 
 def _end(rows: list[dict], phase: str) -> float:
@@ -146,7 +169,8 @@ def _end(rows: list[dict], phase: str) -> float:
 
 def markdown(result: dict) -> str:
     arms = list(dict.fromkeys(r["arm"] for r in result["rows"]))
-    lines = [f"Method {result['method']}, {result['phase_s']:.0f} s per phase; tokens/s per phase and arm.", "",
+    lines = [f"Method {result['method']}, {result['phase_s']:.0f} s per phase and arm in {result['rounds']} interleaved "
+             "turns; tokens/s per phase and arm.", "",
              "| phase | conc | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
     for v in result["verdicts"]:
         cells = [f"{next(r['tokens_per_s'] for r in result['rows'] if r['arm'] == a and r['phase'] == v['phase']):.1f}"
@@ -176,9 +200,9 @@ def plot(result: dict, path: Path) -> None:
         ax_a.plot([p["t"] for p in with_estimate], [p["acceptance"][pos] for p in with_estimate],
                   label=f"P(first {pos + 1} accepted)")
     ax_a.set_ylabel("acceptance estimate")
-    ax_a.set_xlabel("seconds into the tuner arm")
+    ax_a.set_xlabel("seconds of the tuner arm's traffic")
     ax_a.legend(loc="lower left", fontsize=8)
-    for row in (r for r in result["rows"] if r["arm"] == "tuner"):
+    for row in (r for r in result["rows"] if r["arm"] == TUNER):
         for ax in (ax_k, ax_a):
             ax.axvline(row["started_s"], color="grey", linestyle=":")
         ax_k.text(row["started_s"] + 1, ax_k.get_ylim()[1] * 0.9, row["phase"], fontsize=8)
@@ -193,9 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="remote_draft", choices=["ngram", "remote_draft"])
     parser.add_argument("--pool", default="routed")
     parser.add_argument("--request-class", default="chat")
-    parser.add_argument("--warmup-class", default="agentic")
+    parser.add_argument("--other-class", default="agentic",
+                        help="class of the warm-up and the fixed-k arms: they must not feed the tuner's estimate")
     parser.add_argument("--ks", default="1,2,4,6,8", type=lambda s: [int(k) for k in s.split(",")])
     parser.add_argument("--phase-s", type=float, default=60)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each arm gets per phase")
     parser.add_argument("--burst-concurrency", type=int, default=16)
     args = parser.parse_args(argv)
     result = run(args)
