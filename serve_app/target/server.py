@@ -92,7 +92,8 @@ class TargetServer(LLMServer):
         """Send the books and step timings to the spec tuner and apply the k table it answers,
         without restarting anything; returns the table now applied."""
         report = {"tallies": tallies, "applied": applied, **(await self.collective_rpc("step_timings"))[0]}
-        answer = await tuner.report.remote(self._tags["model"], self._tags["pool"], self._info_tags["ReplicaId"], report)
+        replica = self._info_tags["ReplicaId"]
+        answer = await tuner.report.remote(self._tags["model"], self._tags["pool"], replica, report)
         await self.collective_rpc("set_tuned_k", args=(answer["tuned_k"],))
         return answer["tuned_k"]
 

@@ -70,8 +70,7 @@ class PoolTuner:
             totals[key] = tally
             state = self.keys.get(key)
             if state is not None:
-                state.new_asked = _add(state.new_asked, tally["asked_per_position"],
-                                          before["asked_per_position"])
+                state.new_asked = _add(state.new_asked, tally["asked_per_position"], before["asked_per_position"])
                 state.new_accepted = _add(state.new_accepted, tally["accepted_per_position"],
                                           before["accepted_per_position"])
         self.steps.extend((now, s) for s in report["steps"])

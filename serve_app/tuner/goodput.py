@@ -22,8 +22,8 @@ MAX_GROUPS = 16
 
 @dataclass
 class AcceptanceEstimate:
-    """Per draft position, steps that asked for a draft token there and drafts accepted through it, forgotten
-    exponentially: each period's counts weigh `smoothing`, the past (1 - smoothing)."""
+    """Per draft position, steps that asked for a draft token there and drafts accepted through
+    it, forgotten exponentially: each period's counts weigh `smoothing`, the past (1 - smoothing)."""
 
     asked: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
