@@ -197,3 +197,17 @@ def test_in_engine_k_schedule_is_checked_with_vllms_own_rules():
     assert "must start at 1" in _error(args)
     _pool(args, "eagle3")["speculation"]["options"] = {"num_speculative_tokens_per_batch_size": [[1, 8, 9]]}
     assert "ask for more than num_speculative_tokens (4)" in _error(args)
+
+
+def test_a_restarted_replica_is_counted_afresh_even_when_its_lookups_never_matched():
+    tuner = _routed_tuner()
+    key = ("code_edit", "ngram")
+
+    def report(asked: int) -> dict:
+        return {"tallies": [{"request_class": key[0], "method": key[1], "drafts": 0, "draft_tokens": 0,
+                             "accepted_tokens": 0, "asked_per_position": [asked], "accepted_per_position": [0]}],
+                "steps": [], "drafts": []}
+
+    tuner.ingest("r1", report(10), now=1.0)
+    tuner.ingest("r1", report(4), now=2.0)  # totals went down: the replica restarted
+    assert tuner.keys[key].new_asked == [14]

@@ -65,7 +65,7 @@ class PoolTuner:
         for tally in report["tallies"]:
             key = (tally["request_class"], tally["method"])
             before = totals.get(key)
-            if before is None or tally["drafts"] < before["drafts"]:  # new or restarted replica
+            if before is None or _asked(tally) < _asked(before):  # new or restarted replica
                 before = {"asked_per_position": [], "accepted_per_position": []}
             totals[key] = tally
             state = self.keys.get(key)
@@ -125,6 +125,12 @@ class PoolTuner:
                           "pinned": s.pinned, "acceptance": s.estimate.survival(s.k_max, self.config.min_drafts),
                           "last_decision": s.last} for (c, m), s in self.keys.items()],
                 "applied": self.applied}
+
+
+def _asked(tally: dict) -> int:
+    """Steps that asked for a draft: the count every per-position count grows with. (`drafts`
+    does not: steps whose ngram lookup found nothing ask, but propose no draft.)"""
+    return (tally["asked_per_position"] or [0])[0]
 
 
 def _add(acc: list[int], total: list[int], before: list[int]) -> list[int]:
