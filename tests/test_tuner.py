@@ -9,6 +9,7 @@ import random
 import pytest
 
 from serve_app.config.schema import AppConfig
+from serve_app.proposer.routed_proposer import probed_k
 from serve_app.tuner.controller import PoolTuner
 from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
 from tests.test_config import _args, _error, _pool
@@ -20,7 +21,7 @@ COST = StepCost(base_s=0.020, per_token_s=0.001, drafting={"ngram": (0.0, 0.0), 
 def _estimate(rates: list[float], drafts: int = 100) -> AcceptanceEstimate:
     """Drafts of len(rates) tokens where position p is reached and accepted with survival rates[p]."""
     estimate = AcceptanceEstimate()
-    estimate.update([drafts] * len(rates), [round(drafts * r) for r in rates], smoothing=1.0)
+    estimate.update([drafts] * len(rates), [round(drafts * r) for r in rates], memory_steps=1.0)
     return estimate
 
 
@@ -36,15 +37,20 @@ def test_survival_beyond_the_measured_depth_keeps_the_last_conditional_rate():
     assert survival == pytest.approx([0.8, 0.6, 0.45, 0.3375])
     # A position few drafts reached is not trusted: it is extrapolated like an unmeasured one.
     estimate = _estimate([0.8, 0.6])
-    estimate.update([0, 0, 5], [0, 0, 5], smoothing=0.5)
+    estimate.update([0, 0, 5], [0, 0, 5], memory_steps=100)
     assert estimate.survival(3, min_drafts=20)[2] == pytest.approx(0.45)
     assert AcceptanceEstimate().survival(4, min_drafts=20) is None
 
 
-def test_estimate_forgets_the_past_at_the_smoothing_rate():
+def test_estimate_forgets_the_past_by_evidence_not_by_time():
     estimate = _estimate([0.9])
+    # One request's worth of steps whose drafts all failed barely moves an estimate of 150 steps...
+    estimate.update([20], [0], memory_steps=150)
+    assert estimate.survival(1, min_drafts=20)[0] == pytest.approx(0.9 * 0.875 * 100 / (0.875 * 100 + 20), abs=0.01)
+    assert estimate.survival(1, min_drafts=20)[0] > 0.7
+    # ...while a few hundred such steps replace it.
     for _ in range(6):
-        estimate.update([100], [10], smoothing=0.5)
+        estimate.update([100], [10], memory_steps=150)
     assert estimate.survival(1, min_drafts=20)[0] == pytest.approx(0.1, abs=0.02)
 
 
@@ -102,26 +108,53 @@ def test_step_cost_fit_recovers_a_linear_cost_and_ignores_stalls():
     rng = random.Random(0)
     steps = []
     for _ in range(200):
-        rows, verified = rng.randint(1, 8), rng.randint(0, 20)
+        rows, verified = rng.randint(2, 8), rng.randint(0, 20)
         steps.append({"rows": rows, "verified_tokens": verified,
                       "forward_s": 0.02 + 0.001 * (rows + verified) + rng.uniform(-0.0005, 0.0005)})
     for i in range(0, 200, 10):
         steps[i]["forward_s"] = 1.5  # GC pauses and co-tenants: 5% of steps stall
-    drafts = [{"method": "remote_draft", "rows": 1, "k": k, "seconds": 0.004 + 0.003 * k} for k in (2, 3, 4) * 5]
+    drafts = [{"method": "remote_draft", "rows": 4, "k": k, "seconds": 0.004 + 0.003 * k} for k in (2, 3, 4) * 5]
     drafts[0]["seconds"] = 2.0
-    cost = fit_step_cost(steps, drafts)
+    cost = fit_step_cost(steps, drafts, rows=4, draft_rows={"remote_draft": 4})
     assert cost.base_s == pytest.approx(0.02, abs=0.002)
     assert cost.per_token_s == pytest.approx(0.001, abs=0.0002)
     assert cost.drafting["remote_draft"] == pytest.approx((0.004, 0.003))
     # Drafting seen at one k only: its cost per k is unknown, so the method is not costed (probing
     # at k+-1 spreads it); the same for forward passes that all verified as many tokens.
-    assert "ngram" not in fit_step_cost(steps, [{"method": "ngram", "rows": 1, "k": 4, "seconds": 0.001}] * 30).drafting
-    assert fit_step_cost([{"rows": 1, "verified_tokens": 4, "forward_s": 0.03}] * 50, drafts) is None
-    assert fit_step_cost(steps[:5], drafts) is None
+    one_k = [{"method": "ngram", "rows": 4, "k": 4, "seconds": 0.001}] * 30
+    assert "ngram" not in fit_step_cost(steps, one_k, rows=4, draft_rows={"ngram": 4}).drafting
+    same_tokens = [{"rows": 1, "verified_tokens": 4, "forward_s": 0.03}] * 50
+    assert fit_step_cost(same_tokens, drafts, rows=1, draft_rows={}) is None
+    assert fit_step_cost(steps[:5], drafts, rows=4, draft_rows={}) is None
     # A fit whose intercept would be negative goes through the origin instead.
     through_origin = fit_step_cost([{"rows": 1, "verified_tokens": v, "forward_s": 0.01 * v - 0.005}
-                                    for v in (1, 2, 3) * 10], drafts)
+                                    for v in (1, 2, 3) * 10], drafts, rows=1, draft_rows={})
     assert through_origin.base_s == 0 and through_origin.per_token_s > 0
+
+
+def test_step_cost_is_fit_at_the_current_batch_size():
+    # A remote draft call of 16 rows has a far larger fixed cost than one of 1 row; a line through
+    # both sizes reads it as almost nothing, and then short drafts look cheap under load.
+    def call_s(rows: int, k: int) -> float:
+        return 0.005 + 0.004 * rows + (0.002 + 0.0003 * rows) * k
+
+    drafts = [{"method": "remote_draft", "rows": rows, "k": k, "seconds": call_s(rows, k)}
+              for rows, ks in ((1, (6, 7, 8)), (16, (1, 2, 3))) for k in ks * 10]
+    steps = [{"rows": rows, "verified_tokens": rows * k, "forward_s": 0.01 + 0.002 * rows * (1 + k)}
+             for rows in (1, 16) for k in (1, 2, 3) * 10]
+    for rows in (1, 16):
+        cost = fit_step_cost(steps, drafts, rows=rows, draft_rows={"remote_draft": rows})
+        assert cost.drafting["remote_draft"] == pytest.approx((call_s(rows, 0), call_s(rows, 1) - call_s(rows, 0)))
+        assert (cost.base_s, cost.per_token_s) == pytest.approx((0.01, 0.002))
+    # Calls of a size never seen are not costed: k stays rather than follow another size's cost.
+    assert fit_step_cost(steps, drafts, rows=1, draft_rows={"remote_draft": 6}).drafting == {}
+
+
+def test_probes_spread_k_so_acceptance_and_cost_around_it_stay_measured():
+    rng = random.Random(0)
+    for k, seen in ((5, {4, 5, 6}), (0, {0, 1, 2}), (8, {7, 8})):
+        assert {probed_k(k, 0.5, 8, rng) for _ in range(200)} == seen
+    assert {probed_k(5, 0.0, 8, rng) for _ in range(200)} == {5}
 
 
 def _routed_tuner(**tuner) -> PoolTuner:
@@ -174,6 +207,28 @@ def test_pool_tuner_follows_acceptance_with_a_dwell_time_and_bounds():
     assert [c for t in range(155, 200, 5) for c in period(t, 0.95)] == [("code_edit", "ngram", 3, 8)]
     with pytest.raises(ValueError, match="k must be from 0 to 8"):
         tuner.pin("code_edit", "ngram", 9, now=200)
+
+
+def test_an_idle_class_keeps_its_k_while_other_classes_load_the_pool():
+    tuner = _routed_tuner(min_dwell_s=0)
+    chat, code = ("chat", "ngram"), ("code_edit", "ngram")
+    totals = {key: ([0] * 8, [0] * 8) for key in (chat, code)}
+
+    def period(now: float, keys: tuple, rows: int) -> list:
+        for key in keys:
+            p, a = totals[key]
+            p[:] = [x + 200 for x in p]
+            a[:] = [x + round(200 * 0.8 ** (i + 1)) for i, x in enumerate(a)]
+        tallies = {key: (list(totals[key][0]), list(totals[key][1])) for key in keys}
+        tuner.ingest("r1", _report(tallies, rows=rows, verified=8, forward_s=0.02), now)
+        return [change for change in tuner.decide(now) if change[:2] == chat]
+
+    assert [c for t in (5, 10) for c in period(t, (chat, code), rows=1)] == []  # long drafts pay at 1 row
+    assert tuner.keys[chat].k == 8
+    # Code edits alone at 16 rows a step: chat is not re-judged on a batch it is not in...
+    assert [c for t in range(15, 50, 5) for c in period(t, (code,), rows=16)] == []
+    # ...until its own requests run at that batch size, where shorter drafts pay.
+    assert [c for t in range(50, 70, 5) for c in period(t, (chat, code), rows=16)] == [("chat", "ngram", 8, 4)]
 
 
 def test_tuner_config_is_validated():

@@ -67,12 +67,15 @@ class TunerConfig(_Strict):
 
     enabled: bool = True
     period_s: float = Field(5.0, ge=0.5, le=300, description="How often replicas report and the tuner decides.")
-    smoothing: float = Field(0.5, gt=0, le=1, description="Weight of the newest period in the acceptance estimate.")
+    memory_steps: float = Field(150, gt=0, description="Drafting steps the acceptance estimate remembers: each newer "
+                                                       "step that asked for drafts forgets 1/memory_steps of the past.")
+    smoothing: float = Field(0.5, gt=0, le=1, description="Weight of the newest period's goodput per k against the "
+                                                          "earlier ones, so one noisy cost fit cannot move k.")
     min_drafts: int = Field(20, ge=1, description="Drafts that must reach a draft position before its acceptance "
                                                   "is trusted; deeper positions are extrapolated.")
     margin: float = Field(0.05, ge=0, lt=1, description="A new k must beat the current one's goodput by this share.")
     min_dwell_s: float = Field(10.0, ge=0, description="Least time between two changes of one class's k.")
-    probe_fraction: float = Field(0.1, ge=0, le=0.5, description="Share of steps drafted at k+-1 (1 when k is 0), "
+    probe_fraction: float = Field(0.1, ge=0, le=0.5, description="Share of steps drafted at k+-1 (1 or 2 when k is 0), "
                                                                    "so acceptance and cost are known around k.")
     cost_window_s: float = Field(60.0, gt=0, description="Age of the oldest step timing in the cost fit.")
     classes: dict[str, ClassTuningConfig] = Field(default_factory=dict, description="Per request class limits.")

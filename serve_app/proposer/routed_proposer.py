@@ -30,6 +30,15 @@ from serve_app.proposer.step_timer import StepTimer
 DEFAULT_PROMPT_LOOKUP = (2, 4)
 
 
+def probed_k(k: int, probe_fraction: float, k_max: int, rng: random.Random) -> int:
+    """The tuner's k, moved one up or down on a few steps: the tuner learns acceptance and cost
+    only at the k it sees, and a class tuned to 0 must still show when drafting pays again
+    (probed at 1 or 2: a drafting cost per k needs two k)."""
+    if probe_fraction and rng.random() < probe_fraction:
+        k = k + rng.choice((-1, 1)) if k > 0 else rng.choice((1, 2))
+    return max(0, min(k, k_max))
+
+
 class RoutedProposer:
     def __init__(self, vllm_config: VllmConfig):
         spec = vllm_config.speculative_config
@@ -61,23 +70,17 @@ class RoutedProposer:
     def load_model(self, *args, **kwargs) -> None:
         """No weights: the drafts come from the request's own tokens."""
 
-    def _tuned(self, spec: RequestSpec) -> RequestSpec:
-        """The tuner's k, moved one up or down on a few steps: the tuner learns acceptance and cost
-        only at the k it sees, and a class tuned to 0 must still show when drafting pays again."""
-        if (spec.request_class, spec.method) not in self.tuned_k:
-            return spec
-        k, probe_fraction = self.tuned_k[(spec.request_class, spec.method)]
-        if probe_fraction and self._rng.random() < probe_fraction:
-            k = k + self._rng.choice((-1, 1)) if k > 0 else 1
-        return replace(spec, k=max(0, min(k, self.k_max)))
-
     def request_specs(self, req_ids: list[str]) -> list[RequestSpec]:
+        # One probe per tuned key and step, not per row: a drafting call costs its largest k, so
+        # rows probed apart in a large batch would never show the cost of another k.
+        step_k = {key: probed_k(k, fraction, self.k_max, self._rng) for key, (k, fraction) in self.tuned_k.items()}
         specs = []
         for req_id in req_ids:
             state = self.runner.requests.get(req_id)
             extra = state.sampling_params.extra_args if state is not None and state.sampling_params else None
             spec = RequestSpec.from_extra_args(extra, self.k_max)
-            specs.append(self._tuned(spec) if spec.tuned else spec)
+            key = (spec.request_class, spec.method)
+            specs.append(replace(spec, k=step_k[key]) if spec.tuned and key in step_k else spec)
         return specs
 
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig, TunerConfig
 from serve_app.observability import metrics
 from serve_app.tuner.goodput import AcceptanceEstimate, padded, choose_k, fit_step_cost
@@ -81,17 +83,26 @@ class PoolTuner:
         for samples in (self.steps, self.drafts):
             while samples and samples[0][0] < now - self.config.cost_window_s:
                 samples.popleft()
-        recent = [s["rows"] for t, s in self.steps if t >= now - self.config.period_s]
-        cost = fit_step_cost([s for _, s in self.steps], [d for _, d in self.drafts])
+        since = now - self.config.period_s
+        recent = [s["rows"] for t, s in self.steps if t >= since]
+        rows = sum(recent) / len(recent) if recent else 0.0
+        draft_rows: dict[str, list[int]] = {}
+        for t, d in self.drafts:
+            if t >= since:
+                draft_rows.setdefault(d["method"], []).append(d["rows"])
+        cost = fit_step_cost([s for _, s in self.steps], [d for _, d in self.drafts], rows,
+                             {method: float(np.median(sizes)) for method, sizes in draft_rows.items()})
         changes = []
         for (request_class, method), state in self.keys.items():
-            if any(state.new_asked):  # forget per period of traffic, not per idle period
-                state.estimate.update(state.new_asked, state.new_accepted, self.config.smoothing)
-                state.new_asked, state.new_accepted = [], []
+            # A key without drafting steps this period is idle: its k is judged on its own traffic,
+            # not re-judged at the batch size of other classes' traffic.
+            if not any(state.new_asked):
+                continue
+            state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps)
+            state.new_asked, state.new_accepted = [], []
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
-            if state.pinned or cost is None or method not in cost.drafting or survival is None or not recent:
-                continue  # held, idle, or too little seen yet: k stays
-            rows = sum(recent) / len(recent)
+            if state.pinned or cost is None or method not in cost.drafting or survival is None:
+                continue  # held, or too little seen yet: k stays
             choice = choose_k(survival, cost, rows, method, state.k_min, state.k_max, state.k, self.config.margin,
                               state.goodput, self.config.smoothing)
             state.goodput = choice.goodput

@@ -9,6 +9,7 @@ itself whenever acceptance is under break-even.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,21 +19,27 @@ MIN_COST_SAMPLES = 20
 # A median over fewer samples is one sample's noise.
 MIN_PER_GROUP = 5
 MAX_GROUPS = 16
+# Costs are fit among samples of about the current size (rows within this factor): a step's and a
+# drafting call's seconds grow with the rows as well as with k, and one line through every batch
+# size mixes the two (at 16 rows a remote draft call's fixed cost read as 1 ms, from 1-row calls).
+NEAR_ROWS = 2.0
 
 
 @dataclass
 class AcceptanceEstimate:
     """Per draft position, steps that asked for a draft token there and drafts accepted through
-    it, forgotten exponentially: each period's counts weigh `smoothing`, the past (1 - smoothing)."""
+    it, forgotten exponentially by evidence, not by time: each newer step that asked forgets
+    1/`memory_steps` of the past. A period of a few requests then moves the estimate little (one
+    request's drafts can all fail at the third token), and a busy one moves it fast."""
 
     asked: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
 
-    def update(self, asked: list[int], accepted: list[int], smoothing: float) -> None:
+    def update(self, asked: list[int], accepted: list[int], memory_steps: float) -> None:
         size = max(len(self.asked), len(asked))
         old_p, old_a = padded(self.asked, size), padded(self.accepted, size)
         new_p, new_a = padded(asked, size), padded(accepted, size)
-        keep = 1 - smoothing
+        keep = math.exp(-new_p[0] / memory_steps) if size else 1.0
         self.asked = [keep * o + n for o, n in zip(old_p, new_p)]
         self.accepted = [keep * o + n for o, n in zip(old_a, new_a)]
 
@@ -101,10 +108,16 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     return float(intercept), slope
 
 
-def fit_step_cost(steps: list[dict], drafts: list[dict]) -> StepCost | None:
-    """Fit `StepCost` to a `StepTimer`'s samples; None until the forward passes seen verified at
-    least two different numbers of tokens. A method is left out of `drafting` until it was seen
-    drafting at two different k."""
+def _near(samples: list[dict], rows: float) -> list[dict]:
+    return [s for s in samples if rows / NEAR_ROWS <= s["rows"] <= rows * NEAR_ROWS]
+
+
+def fit_step_cost(steps: list[dict], drafts: list[dict], rows: float, draft_rows: dict[str, float]) -> StepCost | None:
+    """Fit `StepCost` to a `StepTimer`'s samples around the current load: forward passes of about
+    `rows` rows, and per method drafting calls of about `draft_rows[method]` rows. None until the
+    forward passes seen there verified at least two different numbers of tokens. A method is left
+    out of `drafting` until it was seen drafting there at two different k."""
+    steps = _near(steps, rows)
     if len(steps) < MIN_COST_SAMPLES:
         return None
     tokens = np.array([s["rows"] + s["verified_tokens"] for s in steps], dtype=float)
@@ -112,8 +125,8 @@ def fit_step_cost(steps: list[dict], drafts: list[dict]) -> StepCost | None:
     if forward is None:
         return None
     drafting = {}
-    for method in {d["method"] for d in drafts}:
-        mine = [d for d in drafts if d["method"] == method]
+    for method, size in draft_rows.items():
+        mine = [d for d in _near(drafts, size) if d["method"] == method]
         line = _line(np.array([d["k"] for d in mine], dtype=float), np.array([d["seconds"] for d in mine]))
         if line is not None:
             drafting[method] = line
