@@ -75,8 +75,9 @@ async def poll_tuner(client: httpx.AsyncClient, key: tuple[str, str, str], start
     while True:
         state = (await client.get("/v1/spec/tuner")).json()[pool_key]
         entry = next(e for e in state["keys"] if e["request_class"] == request_class and e["method"] == method)
+        decision = entry["last_decision"] or {}
         trace.append({"t": time.perf_counter() - start, "k": entry["k"], "acceptance": entry["acceptance"],
-                      "rows": (entry["last_decision"] or {}).get("rows")})
+                      "rows": decision.get("rows"), "goodput": decision.get("goodput")})
         await asyncio.sleep(1.0)
 
 
