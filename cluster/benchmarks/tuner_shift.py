@@ -97,7 +97,7 @@ async def run_plan(base_url: str, plan: list[Phase], arms: dict[str, dict], body
             for arm in arms:
                 rows[(arm, phase.name)] = {"phase": phase.name, "concurrency": phase.concurrency, "arm": arm,
                                            "requests": 0, "completion_tokens": 0, "wall_s": 0.0,
-                                           "started_s": clocks[arm]}
+                                           "started_s": clocks[arm], "turns_tokens_per_s": []}
             for turn in range(rounds):
                 names = list(arms)
                 for arm in names[turn % len(names):] + names[: turn % len(names)]:
@@ -112,6 +112,7 @@ async def run_plan(base_url: str, plan: list[Phase], arms: dict[str, dict], body
                     row = rows[(arm, phase.name)]
                     for key in ("requests", "completion_tokens", "wall_s"):
                         row[key] += got[key]
+                    row["turns_tokens_per_s"].append(got["tokens_per_s"])  # the spread is the host's noise
     for row in rows.values():
         row["tokens_per_s"] = row["completion_tokens"] / row["wall_s"]
     return list(rows.values()), trace
@@ -195,6 +196,7 @@ def plot(result: dict, path: Path) -> None:
     trace = result["trace"]
     fig, (ax_k, ax_a) = plt.subplots(2, 1, sharex=True, figsize=(9, 5))
     ax_k.step([p["t"] for p in trace], [p["k"] for p in trace], where="post")
+    ax_k.set_ylim(-0.5, max(p["k"] for p in trace) + 0.5)  # from 0: a k that never moved is a line at its level
     ax_k.set_ylabel("tuned k")
     with_estimate = [p for p in trace if p["acceptance"]]
     for pos in (0, 1, 3):
@@ -206,7 +208,7 @@ def plot(result: dict, path: Path) -> None:
     for row in (r for r in result["rows"] if r["arm"] == TUNER):
         for ax in (ax_k, ax_a):
             ax.axvline(row["started_s"], color="grey", linestyle=":")
-        ax_k.text(row["started_s"] + 1, ax_k.get_ylim()[1] * 0.9, row["phase"], fontsize=8)
+        ax_k.text(row["started_s"] + 1, 0, row["phase"], fontsize=8)
     fig.suptitle(f"Spec tuner, method {result['method']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
