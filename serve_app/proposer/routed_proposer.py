@@ -73,14 +73,18 @@ class RoutedProposer:
     def request_specs(self, req_ids: list[str]) -> list[RequestSpec]:
         # One probe per tuned key and step, not per row: a drafting call costs its largest k, so
         # rows probed apart in a large batch would never show the cost of another k.
-        step_k = {key: probed_k(k, fraction, self.k_max, self._rng) for key, (k, fraction) in self.tuned_k.items()}
+        step_k: dict[tuple[str, str], int] = {}
         specs = []
         for req_id in req_ids:
             state = self.runner.requests.get(req_id)
             extra = state.sampling_params.extra_args if state is not None and state.sampling_params else None
             spec = RequestSpec.from_extra_args(extra, self.k_max)
             key = (spec.request_class, spec.method)
-            specs.append(replace(spec, k=step_k[key]) if spec.tuned and key in step_k else spec)
+            if spec.tuned and key in self.tuned_k:
+                if key not in step_k:  # only the keys in this batch: this runs every engine step
+                    step_k[key] = probed_k(*self.tuned_k[key], self.k_max, self._rng)
+                spec = replace(spec, k=step_k[key])
+            specs.append(spec)
         return specs
 
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,
