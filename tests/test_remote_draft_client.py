@@ -71,3 +71,16 @@ def test_speculation_resumes_after_the_rest():
     client = RemoteDraftClient(DraftEndpoint(**{**ENDPOINT.__dict__, "retry_after_s": 0.0}), handle)
     assert client.propose(CONTEXTS, [1, 1]) is None
     assert client.propose(CONTEXTS, [1, 1]) == [[1], [2]]
+
+
+@pytest.mark.parametrize("outcome", [[[5]], TimeoutError()])
+def test_warm_up_waits_past_the_deadline_and_leaves_the_books_alone(outcome):
+    handle = _Handle(outcome, [[1], [2]])
+    client = RemoteDraftClient(ENDPOINT, handle)
+    assert client.warm_up(timeout_s=60) == (not isinstance(outcome, Exception))
+    assert handle.responses[0].timeout_s == 60
+    assert handle.responses[0].cancelled == isinstance(outcome, Exception)
+    # A warm-up that got no answer does not rest the pool: the first step calls it again.
+    assert client.propose(CONTEXTS, [1, 1]) == [[1], [2]]
+    stats = client.stats.drain()
+    assert (stats["calls"], stats["timeouts"], stats["unavailable"]) == (1, 0, 0)

@@ -17,6 +17,10 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# How long a target's start waits for its first answer from the draft worker, which starts
+# alongside it; past that the target serves anyway and drafts once the worker answers.
+WARM_UP_TIMEOUT_S = 300.0
+
 
 @dataclass(frozen=True)
 class DraftEndpoint:
@@ -62,7 +66,25 @@ class RemoteDraftClient:
         if not ray.is_initialized():  # vLLM's Ray executor workers (GPU) are in the cluster already
             ray.init(address=endpoint.gcs_address, namespace="serve", log_to_driver=False,
                      configure_logging=False)
-        return cls(endpoint, serve.get_deployment_handle(endpoint.deployment, endpoint.app_name))
+        client = cls(endpoint, serve.get_deployment_handle(endpoint.deployment, endpoint.app_name))
+        client.warm_up(WARM_UP_TIMEOUT_S)
+        return client
+
+    def warm_up(self, timeout_s: float) -> bool:
+        """One call before serving: a handle's first call waits for it to learn the draft replicas,
+        which is longer than a step's deadline, so the first request would otherwise decode plainly."""
+        start = time.monotonic()
+        response = self._handle.propose.remote([np.zeros(1, dtype=np.int64)], [1])
+        try:
+            response.result(timeout_s=timeout_s)
+            logger.info("draft worker %s answered its first call in %.2f s", self.endpoint.deployment,
+                        time.monotonic() - start)
+            return True
+        except Exception:
+            response.cancel()
+            logger.warning("draft worker %s did not answer within %.0f s of the target's start; drafting "
+                           "starts when it does", self.endpoint.deployment, timeout_s, exc_info=True)
+            return False
 
     def propose(self, contexts: list[np.ndarray], ks: list[int]) -> list[list[int]] | None:
         """k draft tokens per context, or None when the pool cannot answer within the deadline."""
