@@ -2,12 +2,13 @@
 
     python -m cluster.benchmarks.tuner_shift [--base-url URL] [--method remote_draft] [--phase-s 60] [--out DIR]
 
-Three phases, each `--phase-s` long: code edits at concurrency 1 (drafts are accepted
-farther: the test target repeats itself), free-form continuation at concurrency 1 (drafts fail
-sooner), then a burst of free-form requests at high concurrency (verifying drafts costs the
-whole batch). Every request of the tuner arm goes to the routed pool with the same method and
-request class, so the tuner must follow the shift from its own measurements, not from a class
-change.
+Three phases, each `--phase-s` long: greedy code edits at concurrency 1 (long drafts are
+accepted: the test target repeats itself), chat sampled at temperature 1 at concurrency 1
+(sampling rejects most drafts, and drafting costs more than it saves), then a burst of greedy
+free-form requests at high concurrency (verifying drafts costs the whole batch). So the best k
+moves from k_max to 0 and back up, and no fixed k is right in every phase. Every request of
+the tuner arm goes to the routed pool with the same method and request class, so the tuner
+must follow the shift from its own measurements, not from a class change.
 Arms: the tuner, fixed k in `--ks` (x-spec-k) and no speculation, all in one run after a
 warm-up. Each phase runs in `--rounds` rounds, and in each round every arm gets its share of the
 phase in turn, in an order rotated per round, so the drift of a shared host falls on every arm
@@ -42,11 +43,12 @@ class Phase:
     name: str
     prompts: tuple[str, ...]
     concurrency: int
+    temperature: float = 0.0
 
 
 def phases(burst_concurrency: int, max_tokens: int) -> list[Phase]:
     return [Phase("code_edit", workloads.code_edit(64, max_tokens).prompts, 1),
-            Phase("free_form", workloads.free_form(64, max_tokens).prompts, 1),
+            Phase("sampled_chat", workloads.free_form(64, max_tokens).prompts, 1, temperature=1.0),
             Phase("burst", workloads.free_form(256, max_tokens, seed=29).prompts, burst_concurrency)]
 
 
@@ -60,7 +62,8 @@ async def run_phase(client: httpx.AsyncClient, phase: Phase, body: dict, headers
     async def client_loop():
         nonlocal tokens, requests
         while time.perf_counter() - start < seconds:
-            result = await stream_request(client, {**body, "prompt": next(prompts)}, headers)
+            result = await stream_request(client, {**body, "prompt": next(prompts), "temperature": phase.temperature},
+                                          headers)
             tokens += result.completion_tokens
             requests += 1
 
@@ -95,7 +98,8 @@ async def run_plan(base_url: str, plan: list[Phase], arms: dict[str, dict], body
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         for phase in plan:
             for arm in arms:
-                rows[(arm, phase.name)] = {"phase": phase.name, "concurrency": phase.concurrency, "arm": arm,
+                rows[(arm, phase.name)] = {"phase": phase.name, "concurrency": phase.concurrency,
+                                           "temperature": phase.temperature, "arm": arm,
                                            "requests": 0, "completion_tokens": 0, "wall_s": 0.0,
                                            "started_s": clocks[arm], "turns_tokens_per_s": []}
             for turn in range(rounds):
@@ -154,12 +158,18 @@ def run(args) -> dict:
         mine = {r["arm"]: r["tokens_per_s"] for r in rows if r["phase"] == phase.name}
         fixed = {arm: v for arm, v in mine.items() if arm.startswith("k=")}
         best = max(fixed, key=fixed.get)
-        verdicts.append({"phase": phase.name, "concurrency": phase.concurrency, "tuner_tokens_per_s": mine[TUNER],
-                         "best_fixed": best, "best_fixed_tokens_per_s": fixed[best],
-                         "tuner_vs_best_fixed": mine[TUNER] / fixed[best],
-                         "tuner_vs_none": mine[TUNER] / mine["none"], "settle_s": settle[phase.name],
-                         "tuned_k_at_end": next((p["k"] for p in reversed(trace)
-                                                 if p["t"] < _end(tuner_rows, phase.name)), None)})
+        verdict = {"phase": phase.name, "concurrency": phase.concurrency, "temperature": phase.temperature,
+                   "tuner_tokens_per_s": mine[TUNER], "best_fixed": best, "best_fixed_tokens_per_s": fixed[best],
+                   "tuner_vs_best_fixed": mine[TUNER] / fixed[best], "tuner_vs_none": mine[TUNER] / mine["none"],
+                   "settle_s": settle[phase.name],
+                   "tuned_k_at_end": next((p["k"] for p in reversed(trace) if p["t"] < _end(tuner_rows, phase.name)),
+                                          None)}
+        # The goals: near the best fixed k, settled soon after the shift, and under high load never
+        # below no speculation.
+        high_load = phase.concurrency == max(p.concurrency for p in plan)
+        verdict["met"] = (verdict["tuner_vs_best_fixed"] >= GOAL_VS_BEST and verdict["settle_s"] <= SETTLE_LIMIT_S
+                          and (not high_load or verdict["tuner_vs_none"] >= 1.0))
+        verdicts.append(verdict)
     return {"method": args.method, "phase_s": args.phase_s, "rounds": args.rounds, "rows": rows, "trace": trace,
             "verdicts": verdicts}
 
@@ -173,16 +183,15 @@ def markdown(result: dict) -> str:
     arms = list(dict.fromkeys(r["arm"] for r in result["rows"]))
     lines = [f"Method {result['method']}, {result['phase_s']:.0f} s per phase and arm in {result['rounds']} interleaved "
              "turns; tokens/s per phase and arm.", "",
-             "| phase | conc | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+             "| phase | conc | temp | " + " | ".join(arms) + " |", "|---|---|---|" + "---|" * len(arms)]
     for v in result["verdicts"]:
         cells = [f"{next(r['tokens_per_s'] for r in result['rows'] if r['arm'] == a and r['phase'] == v['phase']):.1f}"
                  for a in arms]
-        lines.append(f"| {v['phase']} | {v['concurrency']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {v['phase']} | {v['concurrency']} | {v['temperature']:g} | " + " | ".join(cells) + " |")
     lines += ["", "| phase | tuner / best fixed k | best fixed k | tuner / none | tuner k at end | settled after |",
               "|---|---|---|---|---|---|"]
     for v in result["verdicts"]:
-        ok = v["tuner_vs_best_fixed"] >= GOAL_VS_BEST and v["settle_s"] <= SETTLE_LIMIT_S
-        lines.append(f"| {v['phase']} | {v['tuner_vs_best_fixed']:.2f} {'ok' if ok else 'MISSED'} | "
+        lines.append(f"| {v['phase']} | {v['tuner_vs_best_fixed']:.2f} {'ok' if v['met'] else 'MISSED'} | "
                      f"{v['best_fixed']} | {v['tuner_vs_none']:.2f} | {v['tuned_k_at_end']} | {v['settle_s']:.0f} s |")
     return "\n".join(lines) + "\n"
 
