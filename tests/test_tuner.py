@@ -54,6 +54,47 @@ def test_estimate_forgets_the_past_by_evidence_not_by_time():
     assert estimate.survival(1, min_drafts=20)[0] == pytest.approx(0.1, abs=0.02)
 
 
+def _period(rng: random.Random, rate: float, steps: int, k: int = 4) -> tuple[list[int], list[int]]:
+    """One period's per-position counts: `steps` drafts of k tokens, each token accepted with `rate`."""
+    asked, accepted = [steps] * k, [0] * k
+    for _ in range(steps):
+        for pos in range(k):
+            if rng.random() >= rate:
+                break
+            accepted[pos] += 1
+    return asked, accepted
+
+
+def test_a_shift_in_acceptance_restarts_the_estimate_within_a_period_or_two():
+    rng = random.Random(3)
+    estimate = AcceptanceEstimate()
+    for _ in range(20):  # greedy code edits: drafts accepted
+        assert not estimate.update(*_period(rng, 0.9, 32), memory_steps=150, min_drafts=20, shift_threshold=0.3)
+    shifted = [estimate.update(*_period(rng, 0.1, 32), memory_steps=150, min_drafts=20, shift_threshold=0.3)
+               for _ in range(3)]  # sampled chat: drafts rejected
+    assert shifted[:2] in ([True, False], [False, True])
+    assert estimate.survival(4, min_drafts=20)[0] < 0.3
+    # Without the shift test, the long memory alone takes far longer.
+    slow = AcceptanceEstimate()
+    for rate in [0.9] * 20 + [0.1] * 2:
+        slow.update(*_period(rng, rate, 32), memory_steps=150)
+    assert slow.survival(4, min_drafts=20)[0] > 0.5
+
+
+def test_noise_within_a_workload_is_not_a_shift():
+    """Requests differ (some drafts run 70% accepted, some 98%): the long estimate averages them
+    and no period's pair of requests restarts it."""
+    rng = random.Random(5)
+    estimate = AcceptanceEstimate()
+    shifts = 0
+    for _ in range(500):
+        counts = [_period(rng, rng.uniform(0.7, 0.98), 16) for _ in range(2)]  # two requests per period
+        asked = [a + b for a, b in zip(counts[0][0], counts[1][0])]
+        accepted = [a + b for a, b in zip(counts[0][1], counts[1][1])]
+        shifts += estimate.update(asked, accepted, memory_steps=150, min_drafts=20, shift_threshold=0.3)
+    assert shifts == 0
+
+
 def test_goodput_picks_long_drafts_when_they_are_accepted_and_cheap():
     survival = _estimate([0.95] * 8).survival(8, 20)
     choice = choose_k(survival, COST, rows=1, method="ngram", k_min=0, k_max=8, current=None, margin=0)

@@ -69,6 +69,10 @@ class TunerConfig(_Strict):
     period_s: float = Field(5.0, ge=0.5, le=300, description="How often replicas report and the tuner decides.")
     memory_steps: float = Field(150, gt=0, description="Drafting steps the acceptance estimate remembers: each newer "
                                                        "step that asked for drafts forgets 1/memory_steps of the past.")
+    shift_threshold: float = Field(0.3, gt=0, le=1, description="A change in first-draft-token acceptance, "
+                                                                 "recent steps against the estimate, that counts as "
+                                                                 "a new workload: the estimate then restarts from the "
+                                                                 "recent steps. 1 never restarts.")
     smoothing: float = Field(0.5, gt=0, le=1, description="Weight of the newest period's goodput per k against the "
                                                           "earlier ones, so one noisy cost fit cannot move k.")
     min_drafts: int = Field(20, ge=1, description="Drafts that must reach a draft position before its acceptance "

@@ -98,7 +98,11 @@ class PoolTuner:
             # not re-judged at the batch size of other classes' traffic.
             if not any(state.new_asked):
                 continue
-            state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps)
+            if state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps,
+                                     self.config.min_drafts, self.config.shift_threshold):
+                state.goodput = None  # the old regime's goodput must not slow the move to the new one
+                logger.info("tuner %s/%s %s/%s: acceptance shifted; estimate restarts from the last steps",
+                            self.model.id, self.pool.name, request_class, method)
             state.new_asked, state.new_accepted = [], []
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
             if state.pinned or cost is None or method not in cost.drafting or survival is None:

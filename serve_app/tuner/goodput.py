@@ -25,23 +25,41 @@ MAX_GROUPS = 16
 NEAR_ROWS = 2.0
 
 
+# The recent estimate remembers this share of the long one's steps: about one period of traffic.
+RECENT_MEMORY_SHARE = 0.2
+
+
 @dataclass
 class AcceptanceEstimate:
     """Per draft position, steps that asked for a draft token there and drafts accepted through
     it, forgotten exponentially by evidence, not by time: each newer step that asked forgets
     1/`memory_steps` of the past. A period of a few requests then moves the estimate little (one
-    request's drafts can all fail at the third token), and a busy one moves it fast."""
+    request's drafts can all fail at the third token), and a busy one moves it fast.
+
+    A recent estimate with a fifth of that memory runs beside it. When the two disagree on the
+    first position by more than a shift threshold, the workload has changed (sampling instead of
+    greedy, another kind of prompt) and the estimate restarts from the recent one: a new regime is
+    followed within a period or two, while noise within a regime, which the long memory
+    averages, moves it little."""
 
     asked: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
+    recent_asked: list[float] = field(default_factory=list)
+    recent_accepted: list[float] = field(default_factory=list)
 
-    def update(self, asked: list[int], accepted: list[int], memory_steps: float) -> None:
-        size = max(len(self.asked), len(asked))
-        old_p, old_a = padded(self.asked, size), padded(self.accepted, size)
-        new_p, new_a = padded(asked, size), padded(accepted, size)
-        keep = math.exp(-new_p[0] / memory_steps) if size else 1.0
-        self.asked = [keep * o + n for o, n in zip(old_p, new_p)]
-        self.accepted = [keep * o + n for o, n in zip(old_a, new_a)]
+    def update(self, asked: list[int], accepted: list[int], memory_steps: float, min_drafts: float = 1.0,
+               shift_threshold: float = 1.0) -> bool:
+        """Fold in a period's counts; True when they showed a shift (and the estimate restarted)."""
+        self.asked, self.accepted = _forget(self.asked, self.accepted, asked, accepted, memory_steps)
+        self.recent_asked, self.recent_accepted = _forget(self.recent_asked, self.recent_accepted, asked, accepted,
+                                                          memory_steps * RECENT_MEMORY_SHARE)
+        if not (self.recent_asked and self.recent_asked[0] >= min_drafts and self.asked[0] > 0):
+            return False
+        recent = self.recent_accepted[0] / self.recent_asked[0]
+        if abs(recent - self.accepted[0] / self.asked[0]) <= shift_threshold:
+            return False
+        self.asked, self.accepted = list(self.recent_asked), list(self.recent_accepted)
+        return True
 
     def survival(self, k_max: int, min_drafts: float) -> list[float] | None:
         """P(the first p+1 drafts are accepted) for p < k_max; None before `min_drafts` reached the
@@ -57,6 +75,15 @@ class AcceptanceEstimate:
         while len(out) < k_max:
             out.append(out[-1] * rate)
         return out
+
+
+def _forget(asked: list[float], accepted: list[float], new_asked: list[int], new_accepted: list[int],
+            memory_steps: float) -> tuple[list[float], list[float]]:
+    size = max(len(asked), len(new_asked))
+    old_p, old_a = padded(asked, size), padded(accepted, size)
+    new_p, new_a = padded(new_asked, size), padded(new_accepted, size)
+    keep = math.exp(-new_p[0] / memory_steps) if size else 1.0
+    return [keep * o + n for o, n in zip(old_p, new_p)], [keep * o + n for o, n in zip(old_a, new_a)]
 
 
 def padded(values: list, size: int) -> list:
