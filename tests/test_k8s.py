@@ -10,7 +10,7 @@ import yaml
 from cluster.placement import plan_app
 from serve_app.check import load_apps
 from serve_app.draft_worker.llm_config import build_draft_llm_config
-from serve_app.target.llm_config import build_llm_config
+from serve_app.target.llm_config import ENGINE_LOAD_POLICY, build_llm_config
 from tests.conftest import ROOT
 
 SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
@@ -90,7 +90,8 @@ def test_prod_engines_are_placed_as_planned():
 def test_prod_autoscaling_reaches_the_serve_deployments(ray_cluster, monkeypatch):
     """What Ray Serve deploys for prod.yaml (its own build step over our builder): every target pool
     and draft worker autoscales within its configured bounds, on a finite ongoing-requests target
-    (Ray Serve LLM's default, 1e9, would never add a replica), and one spec tuner replica."""
+    (Ray Serve LLM's default, 1e9, would never add a replica) and the engines' queue and TTFT, and
+    one spec tuner replica."""
     import ray
     from ray.serve._private.build_app import build_app as serve_build_app
 
@@ -110,4 +111,9 @@ def test_prod_autoscaling_reaches_the_serve_deployments(ray_cluster, monkeypatch
         assert (serve_scaling.min_replicas, serve_scaling.max_replicas) == (scaling.min_replicas, scaling.max_replicas)
         assert serve_scaling.target_ongoing_requests == scaling.target_ongoing_requests < 1e6
         assert (serve_scaling.upscale_delay_s, serve_scaling.downscale_delay_s) == (30, 600)
+        # Ray Serve runs the engine-load policy (queue depth and TTFT) with each deployment's objectives.
+        assert serve_scaling.policy.policy_function == ENGINE_LOAD_POLICY
+        assert serve_scaling.policy.policy_kwargs == {"ttft_slo_s": scaling.ttft_slo_s,
+                                                      "max_waiting_requests": scaling.max_waiting_requests}
+    assert wanted["target-llama-3_3-70b-instruct-eagle3"].ttft_slo_s == 1.5
     assert built["spec-tuner"].num_replicas == 1 and built["spec-tuner"].autoscaling_config is None

@@ -173,6 +173,11 @@ class AutoscalingConfig(_Strict):
     # A new engine takes minutes to load a large model: add replicas soon, remove them late.
     upscale_delay_s: float = Field(30, ge=0)
     downscale_delay_s: float = Field(600, ge=0)
+    # Engine signals on top of the in-flight rule (serve_app/autoscaling/policy.py).
+    max_waiting_requests: float = Field(1.0, ge=0, description="Requests waiting for a batch slot per replica "
+                                                                "(mean) above which a replica is added.")
+    ttft_slo_s: float | None = Field(None, gt=0, description="p90 time to first token above which replicas are "
+                                                             "added; unset: TTFT is not watched.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingConfig":

@@ -17,10 +17,11 @@ from vllm import SamplingParams
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 
+from serve_app.autoscaling.engine_load import ReportsEngineLoad
 from serve_app.observability import metrics
 
 
-class DraftServer(LLMServer):
+class DraftServer(ReportsEngineLoad, LLMServer):
     async def propose(self, contexts: list[np.ndarray], ks: list[int]) -> list[list[int]]:
         """Greedy continuations of k tokens, one per context."""
         start = time.perf_counter()

@@ -128,3 +128,15 @@ def tuned_k() -> metrics.Gauge:
 @cache
 def tuned_k_changes() -> metrics.Counter:
     return metrics.Counter("specserve_tuned_k_changes", "Changes of k by the spec tuner", tag_keys=ACCEPTANCE_TAGS)
+
+
+@cache
+def autoscaling_waiting_requests() -> metrics.Gauge:
+    return metrics.Gauge("specserve_autoscaling_waiting_requests", "Requests waiting for a batch slot per replica, "
+                         "as the autoscaling policy read them", tag_keys=("deployment",))
+
+
+@cache
+def autoscaling_ttft_p90() -> metrics.Gauge:
+    return metrics.Gauge("specserve_autoscaling_ttft_p90_seconds", "p90 time to first token of the slowest "
+                         "replica, as the autoscaling policy read it", tag_keys=("deployment",))

@@ -14,6 +14,9 @@ from ray.serve.llm import LLMConfig
 from serve_app.config.architecture import resolve_source
 from serve_app.config.schema import WORKER_EXTENSION, AcceleratorConfig, AutoscalingConfig, ModelConfig, PoolConfig
 
+# Ray Serve's in-flight rule plus the engines' queue and TTFT (pools and draft workers alike).
+ENGINE_LOAD_POLICY = "serve_app.autoscaling.policy:EngineLoadPolicy"
+
 # Small enough for a laptop; the test models need far less.
 DEFAULT_CPU_KVCACHE_GIB = "1"
 
@@ -65,6 +68,9 @@ def deployment_config(scaling: AutoscalingConfig, max_ongoing_requests: int) -> 
             "target_ongoing_requests": scaling.target_ongoing_requests,
             "upscale_delay_s": scaling.upscale_delay_s,
             "downscale_delay_s": scaling.downscale_delay_s,
+            "policy": {"policy_function": ENGINE_LOAD_POLICY,
+                       "policy_kwargs": {"ttft_slo_s": scaling.ttft_slo_s,
+                                         "max_waiting_requests": scaling.max_waiting_requests}},
         },
     }
 

@@ -11,6 +11,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMConfig, LLMServer
 
+from serve_app.autoscaling.engine_load import ReportsEngineLoad
 from serve_app.config.schema import DraftWorkerConfig, TunerConfig
 from serve_app.observability import metrics
 
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 PUBLISH_PERIOD_S = 5.0
 
 
-class TargetServer(LLMServer):
+class TargetServer(ReportsEngineLoad, LLMServer):
     """`LLMServer` that also says which pool it serves, and for a routed pool, how each request
     class and method fares.
 
