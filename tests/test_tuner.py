@@ -73,7 +73,8 @@ def test_a_shift_in_acceptance_restarts_the_estimate_within_a_period_or_two():
     shifted = [estimate.update(*_period(rng, 0.1, 32), memory_steps=150, min_drafts=20, shift_threshold=0.3)
                for _ in range(3)]  # sampled chat: drafts rejected
     assert shifted[:2] in ([True, False], [False, True])
-    assert estimate.survival(4, min_drafts=20)[0] < 0.3
+    # The new regime's deeper positions too: the old one's do not stretch the new first-position rate.
+    assert estimate.survival(4, min_drafts=20)[0] < 0.3 and estimate.survival(4, min_drafts=20)[3] < 0.01
     # Without the shift test, the long memory alone takes far longer.
     slow = AcceptanceEstimate()
     for rate in [0.9] * 20 + [0.1] * 2:

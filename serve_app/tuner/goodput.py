@@ -38,9 +38,11 @@ class AcceptanceEstimate:
 
     A recent estimate with a fifth of that memory runs beside it. When the two disagree on the
     first position by more than a shift threshold, the workload has changed (sampling instead of
-    greedy, another kind of prompt) and the estimate restarts from the recent one: a new regime is
-    followed within a period or two, while noise within a regime, which the long memory
-    averages, moves it little."""
+    greedy, another kind of prompt) and the estimate restarts from the newest period alone (from
+    the recent estimate if that period is too small to judge by): a new regime is followed within
+    a period or two, while noise within a regime, which the long memory averages, moves it
+    little. Restarting from the recent estimate alone would keep the old regime's deeper
+    positions, whose conditional acceptance then stretches the new first-position rate far out."""
 
     asked: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
@@ -58,7 +60,11 @@ class AcceptanceEstimate:
         recent = self.recent_accepted[0] / self.recent_asked[0]
         if abs(recent - self.accepted[0] / self.asked[0]) <= shift_threshold:
             return False
-        self.asked, self.accepted = list(self.recent_asked), list(self.recent_accepted)
+        if asked and asked[0] >= min_drafts:
+            self.asked, self.accepted = [float(p) for p in asked], [float(a) for a in accepted]
+        else:
+            self.asked, self.accepted = list(self.recent_asked), list(self.recent_accepted)
+        self.recent_asked, self.recent_accepted = list(self.asked), list(self.accepted)
         return True
 
     def survival(self, k_max: int, min_drafts: float) -> list[float] | None:
