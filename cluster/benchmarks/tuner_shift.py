@@ -139,13 +139,18 @@ def run(args) -> dict:
     common = {"x-spec-pool": args.pool, "x-request-class": args.request_class}
     speculative = {**common, "x-spec-method": args.method}
     # Every prompt once first, so no arm gains from prefix caches an earlier arm filled (target and
-    # draft engines alike), and every k once, under another class so the measured class starts cold.
+    # draft engines alike), every k once, and every phase's batch size once (the first arm of the
+    # first turn must not pay for the engines' first steps at a size), all under another class so
+    # the measured class starts cold.
+    warm_up = {**speculative, "x-request-class": args.other_class}
     every_prompt = [{**body, "prompt": p, "max_tokens": 8} for phase in plan for p in dict.fromkeys(phase.prompts)]
-    asyncio.run(run_load(args.base_url, every_prompt, 4,
-                         {**speculative, "x-request-class": args.other_class, "x-spec-k": "1"}))
+    asyncio.run(run_load(args.base_url, every_prompt, 4, {**warm_up, "x-spec-k": "1"}))
     for k in args.ks:
         asyncio.run(run_load(args.base_url, [{**body, "prompt": p} for p in plan[0].prompts[:4]], 2,
-                             {**speculative, "x-request-class": args.other_class, "x-spec-k": str(k)}))
+                             {**warm_up, "x-spec-k": str(k)}))
+    for phase in plan:
+        bodies = [{**body, "prompt": p, "temperature": phase.temperature} for p in phase.prompts[:phase.concurrency]]
+        asyncio.run(run_load(args.base_url, bodies, phase.concurrency, {**warm_up, "x-spec-k": str(max(args.ks))}))
     tuner_key = (f"{args.model}/{args.pool}", args.request_class, args.method)
     other = {**speculative, "x-request-class": args.other_class}
     arms = {TUNER: speculative} | {f"k={k}": {**other, "x-spec-k": str(k)} for k in args.ks}
