@@ -239,6 +239,8 @@ def test_pool_tuner_follows_acceptance_with_a_dwell_time_and_bounds():
     assert period(30, 0.01) == []
     changes = [c for t in range(35, 80, 5) for c in period(t, 0.01)]
     assert changes == [("code_edit", "ngram", 8, 0)]
+    # At k=0 probes are the class's only evidence that drafting pays again: it is probed more often.
+    assert ("code_edit", "ngram", 0, 0.2) in tuner.table() and ("chat", "ngram", 6, 0.1) in tuner.table()
     assert tuner.keys[("code_edit", "ngram")].last["survival"][0] < 0.1
 
     # An operator's pin holds k whatever the estimate, and is not probed around.

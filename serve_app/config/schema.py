@@ -79,8 +79,10 @@ class TunerConfig(_Strict):
                                                   "is trusted; deeper positions are extrapolated.")
     margin: float = Field(0.05, ge=0, lt=1, description="A new k must beat the current one's goodput by this share.")
     min_dwell_s: float = Field(10.0, ge=0, description="Least time between two changes of one class's k.")
-    probe_fraction: float = Field(0.1, ge=0, le=0.5, description="Share of steps drafted at k+-1 (1 or 2 when k is 0), "
-                                                                   "so acceptance and cost are known around k.")
+    probe_fraction: float = Field(0.1, ge=0, le=0.5, description="Share of steps drafted at k+-1, so acceptance and "
+                                                                   "cost are known around k.")
+    zero_probe_fraction: float = Field(0.2, ge=0, le=0.5, description="Share of steps drafted at 1 or 2 while k is 0: "
+                                                                        "the only evidence that drafting pays again.")
     cost_window_s: float = Field(60.0, gt=0, description="Age of the oldest step timing in the cost fit.")
     classes: dict[str, ClassTuningConfig] = Field(default_factory=dict, description="Per request class limits.")
 

@@ -133,7 +133,12 @@ class PoolTuner:
 
     def table(self) -> list[tuple[str, str, int, float]]:
         """(class, method, k, share of steps probed at k+-1) per tuned key."""
-        return [(c, m, s.k, 0.0 if s.pinned else self.config.probe_fraction) for (c, m), s in self.keys.items()]
+        return [(c, m, s.k, self._probe_fraction(s)) for (c, m), s in self.keys.items()]
+
+    def _probe_fraction(self, state: _KState) -> float:
+        if state.pinned:
+            return 0.0
+        return self.config.zero_probe_fraction if state.k == 0 else self.config.probe_fraction
 
     def state(self) -> dict:
         return {"keys": [{"request_class": c, "method": m, "k": s.k, "k_min": s.k_min, "k_max": s.k_max,
