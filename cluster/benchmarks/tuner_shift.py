@@ -14,8 +14,9 @@ warm-up. Each phase runs in `--rounds` rounds, and in each round every arm gets 
 phase in turn, in an order rotated per round, so the drift of a shared host falls on every arm
 alike. The fixed-k arms and no speculation are sent as another request class, so only the
 tuner arm feeds the measured class's acceptance estimate; the step cost is the pool's, as in
-production. During the tuner arm's turns its k and acceptance estimate are polled from
-GET /v1/spec/tuner every second; the trace's clock counts the tuner arm's own seconds.
+production. GET /v1/spec/tuner is polled every second during every arm's turns (so the polling's
+cost on a small host falls on every arm alike); the tuner arm's polls, its k and acceptance
+estimate, make the trace, whose clock counts the tuner arm's own seconds.
 Writes DIR/tuner_shift.json, DIR/tuner_shift.md and DIR/tuner_shift.png (k and acceptance
 over time).
 """
@@ -73,14 +74,16 @@ async def run_phase(client: httpx.AsyncClient, phase: Phase, body: dict, headers
             "completion_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
 
 
-async def poll_tuner(client: httpx.AsyncClient, key: tuple[str, str, str], start: float, trace: list) -> None:
+async def poll_tuner(client: httpx.AsyncClient, key: tuple[str, str, str], start: float, trace: list | None) -> None:
+    """Poll the tuner's state every second; keep it in `trace` unless that is None."""
     pool_key, request_class, method = key
     while True:
         state = (await client.get("/v1/spec/tuner")).json()[pool_key]
-        entry = next(e for e in state["keys"] if e["request_class"] == request_class and e["method"] == method)
-        decision = entry["last_decision"] or {}
-        trace.append({"t": time.perf_counter() - start, "k": entry["k"], "acceptance": entry["acceptance"],
-                      "rows": decision.get("rows"), "goodput": decision.get("goodput")})
+        if trace is not None:
+            entry = next(e for e in state["keys"] if e["request_class"] == request_class and e["method"] == method)
+            decision = entry["last_decision"] or {}
+            trace.append({"t": time.perf_counter() - start, "k": entry["k"], "acceptance": entry["acceptance"],
+                          "rows": decision.get("rows"), "goodput": decision.get("goodput")})
         await asyncio.sleep(1.0)
 
 
@@ -105,13 +108,11 @@ async def run_plan(base_url: str, plan: list[Phase], arms: dict[str, dict], body
             for turn in range(rounds):
                 names = list(arms)
                 for arm in names[turn % len(names):] + names[: turn % len(names)]:
-                    poller = None
-                    if arm == TUNER:
-                        start = time.perf_counter() - clocks[arm]
-                        poller = asyncio.create_task(poll_tuner(client, tuner_key, start, trace))
+                    start = time.perf_counter() - clocks[arm]
+                    poller = asyncio.create_task(
+                        poll_tuner(client, tuner_key, start, trace if arm == TUNER else None))
                     got = await run_phase(client, phase, body, arms[arm], phase_s / rounds)
-                    if poller is not None:
-                        poller.cancel()
+                    poller.cancel()
                     clocks[arm] += got["wall_s"]
                     row = rows[(arm, phase.name)]
                     for key in ("requests", "completion_tokens", "wall_s"):
