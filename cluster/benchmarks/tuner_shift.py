@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from cluster.benchmarks import report, workloads
 from cluster.benchmarks.http_load import run_load, stream_request
@@ -194,12 +195,20 @@ def markdown(result: dict) -> str:
         cells = [f"{next(r['tokens_per_s'] for r in result['rows'] if r['arm'] == a and r['phase'] == v['phase']):.1f}"
                  for a in arms]
         lines.append(f"| {v['phase']} | {v['concurrency']} | {v['temperature']:g} | " + " | ".join(cells) + " |")
-    lines += ["", "| phase | tuner / best fixed k | best fixed k | tuner / none | tuner k at end | settled after |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| phase | tuner / best fixed k | best fixed k | tuner / none | tuner k at end | settled after "
+                  "| turn spread, tuner / best fixed k |", "|---|---|---|---|---|---|---|"]
     for v in result["verdicts"]:
+        spread = " / ".join(f"±{_spread(result['rows'], arm, v['phase']):.0%}" for arm in (TUNER, v["best_fixed"]))
         lines.append(f"| {v['phase']} | {v['tuner_vs_best_fixed']:.2f} {'ok' if v['met'] else 'MISSED'} | "
-                     f"{v['best_fixed']} | {v['tuner_vs_none']:.2f} | {v['tuned_k_at_end']} | {v['settle_s']:.0f} s |")
+                     f"{v['best_fixed']} | {v['tuner_vs_none']:.2f} | {v['tuned_k_at_end']} | {v['settle_s']:.0f} s "
+                     f"| {spread} |")
     return "\n".join(lines) + "\n"
+
+
+def _spread(rows: list[dict], arm: str, phase: str) -> float:
+    """Standard deviation of an arm's turns over their mean: the host's noise, to judge the ratios by."""
+    turns = next(r["turns_tokens_per_s"] for r in rows if r["arm"] == arm and r["phase"] == phase)
+    return float(np.std(turns) / np.mean(turns))
 
 
 def plot(result: dict, path: Path) -> None:
