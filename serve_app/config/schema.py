@@ -72,7 +72,7 @@ class TunerConfig(_Strict):
     shift_threshold: float = Field(0.3, gt=0, le=1, description="A change in first-draft-token acceptance, "
                                                                  "recent steps against the estimate, that counts as "
                                                                  "a new workload: the estimate then restarts from the "
-                                                                 "recent steps. 1 never restarts.")
+                                                                 "newest period's steps. 1 never restarts.")
     smoothing: float = Field(0.5, gt=0, le=1, description="Weight of the newest period's goodput per k against the "
                                                           "earlier ones, so one noisy cost fit cannot move k.")
     min_drafts: int = Field(20, ge=1, description="Drafts that must reach a draft position before its acceptance "

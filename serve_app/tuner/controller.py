@@ -132,7 +132,7 @@ class PoolTuner:
         state.pinned, state.changed_at = k is not None, now
 
     def table(self) -> list[tuple[str, str, int, float]]:
-        """(class, method, k, share of steps probed at k+-1) per tuned key."""
+        """(class, method, k, share of steps probed around k) per tuned key."""
         return [(c, m, s.k, self._probe_fraction(s)) for (c, m), s in self.keys.items()]
 
     def _probe_fraction(self, state: _KState) -> float:
