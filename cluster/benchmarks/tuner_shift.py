@@ -143,18 +143,17 @@ def run(args) -> dict:
     # Every prompt once first, so no arm gains from prefix caches an earlier arm filled (target and
     # draft engines alike), every k once, and every phase's batch size once (the first arm of the
     # first turn must not pay for the engines' first steps at a size), all under another class so
-    # the measured class starts cold.
-    warm_up = {**speculative, "x-request-class": args.other_class}
+    # the measured class starts cold. The fixed-k arms run under that class too.
+    other = {**speculative, "x-request-class": args.other_class}
     every_prompt = [{**body, "prompt": p, "max_tokens": 8} for phase in plan for p in dict.fromkeys(phase.prompts)]
-    asyncio.run(run_load(args.base_url, every_prompt, 4, {**warm_up, "x-spec-k": "1"}))
+    asyncio.run(run_load(args.base_url, every_prompt, 4, {**other, "x-spec-k": "1"}))
     for k in args.ks:
         asyncio.run(run_load(args.base_url, [{**body, "prompt": p} for p in plan[0].prompts[:4]], 2,
-                             {**warm_up, "x-spec-k": str(k)}))
+                             {**other, "x-spec-k": str(k)}))
     for phase in plan:
         bodies = [{**body, "prompt": p, "temperature": phase.temperature} for p in phase.prompts[:phase.concurrency]]
-        asyncio.run(run_load(args.base_url, bodies, phase.concurrency, {**warm_up, "x-spec-k": str(max(args.ks))}))
+        asyncio.run(run_load(args.base_url, bodies, phase.concurrency, {**other, "x-spec-k": str(max(args.ks))}))
     tuner_key = (f"{args.model}/{args.pool}", args.request_class, args.method)
-    other = {**speculative, "x-request-class": args.other_class}
     arms = {TUNER: speculative} | {f"k={k}": {**other, "x-spec-k": str(k)} for k in args.ks}
     arms["none"] = {**other, "x-spec-method": "none"}
     rows, trace = asyncio.run(run_plan(args.base_url, plan, arms, body, args.phase_s, args.rounds, tuner_key))
@@ -192,8 +191,7 @@ def markdown(result: dict) -> str:
              "turns; tokens/s per phase and arm.", "",
              "| phase | conc | temp | " + " | ".join(arms) + " |", "|---|---|---|" + "---|" * len(arms)]
     for v in result["verdicts"]:
-        cells = [f"{next(r['tokens_per_s'] for r in result['rows'] if r['arm'] == a and r['phase'] == v['phase']):.1f}"
-                 for a in arms]
+        cells = [f"{_row(result['rows'], a, v['phase'])['tokens_per_s']:.1f}" for a in arms]
         lines.append(f"| {v['phase']} | {v['concurrency']} | {v['temperature']:g} | " + " | ".join(cells) + " |")
     lines += ["", "| phase | tuner / best fixed k | best fixed k | tuner / none | tuner k at end | settled after "
                   "| turn spread, tuner / best fixed k |", "|---|---|---|---|---|---|---|"]
@@ -205,9 +203,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _row(rows: list[dict], arm: str, phase: str) -> dict:
+    return next(r for r in rows if r["arm"] == arm and r["phase"] == phase)
+
+
 def _spread(rows: list[dict], arm: str, phase: str) -> float:
     """Standard deviation of an arm's turns over their mean: the host's noise, to judge the ratios by."""
-    turns = next(r["turns_tokens_per_s"] for r in rows if r["arm"] == arm and r["phase"] == phase)
+    turns = _row(rows, arm, phase)["turns_tokens_per_s"]
     return float(np.std(turns) / np.mean(turns))
 
 
