@@ -1,43 +1,91 @@
-"""Training and evaluation text taken from the running interpreter's standard library.
+"""Training and evaluation text taken from a Python standard library.
 
-Files are split deterministically (by a hash of their name) into a training set and a
-held-out set; benchmarks and acceptance measurements draw their prompts from the held-out
-set so they never score the models on text they were trained on.
+Two kinds of text: code (the library's modules and packages, minus tests and generated
+tables) and prose (the language reference's topics in `pydoc_data`). Each is split
+deterministically, by a hash of its name, into a training set and a held-out set; benchmarks
+and the models' measurements draw their prompts from the held-out set, so the models are never
+scored on text they were trained on.
+
+The weights are trained once on a GPU machine whose Python differs from this one's, so the
+corpus they were trained on is written to a file (`Corpus.save`) and travels with the
+training command; everything here is standard library only, so it runs there too.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import random
 import sysconfig
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# Marks where a code-edit answer starts: the code above it, edited, is the answer to learn.
-EDIT_MARKER = "\n# edited version:\n"
+# Folders whose files teach nothing a code model should know (tests, generated tables).
+_SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "encodings", "pydoc_data",
+                 "ensurepip", "__pycache__"}
+_MIN_FILE_BYTES = 2000
 
 
-def _stdlib_files() -> list[Path]:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(p for p in stdlib.glob("*.py") if p.stat().st_size > 2000)
+def _is_held_out(name: str) -> bool:
+    return hashlib.sha256(name.encode()).digest()[0] % 8 == 0
 
 
-def _is_held_out(path: Path) -> bool:
-    return hashlib.sha256(path.name.encode()).digest()[0] % 8 == 0
+@dataclass(frozen=True)
+class Text:
+    name: str
+    text: str
 
 
-def read_texts(held_out: bool) -> list[str]:
-    """Source files of the training split, or of the held-out split."""
-    return [
-        p.read_text(encoding="utf-8", errors="replace")
-        for p in _stdlib_files()
-        if _is_held_out(p) == held_out
-    ]
+@dataclass(frozen=True)
+class Corpus:
+    code: tuple[Text, ...]
+    prose: tuple[Text, ...]
+
+    def split(self, held_out: bool) -> "Corpus":
+        return Corpus(tuple(t for t in self.code if _is_held_out(t.name) == held_out),
+                      tuple(t for t in self.prose if _is_held_out(t.name) == held_out))
+
+    def save(self, path: Path) -> None:
+        payload = {"code": [asdict(t) for t in self.code], "prose": [asdict(t) for t in self.prose]}
+        path.write_bytes(gzip.compress(json.dumps(payload).encode(), mtime=0))
+
+    @staticmethod
+    def load(path: Path) -> "Corpus":
+        payload = json.loads(gzip.decompress(path.read_bytes()))
+        return Corpus(tuple(Text(**t) for t in payload["code"]), tuple(Text(**t) for t in payload["prose"]))
+
+    @staticmethod
+    def from_stdlib() -> "Corpus":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        code = []
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root)
+            if any(part in _SKIPPED_DIRS or part.startswith(("test", "config-")) for part in rel.parts[:-1]):
+                continue
+            if path.stat().st_size > _MIN_FILE_BYTES:
+                code.append(Text(rel.as_posix(), path.read_text(encoding="utf-8", errors="replace")))
+        from pydoc_data import topics
+
+        prose = [Text(name, text) for name, text in sorted(topics.topics.items())]
+        return Corpus(tuple(code), tuple(prose))
+
+
+_STDLIB: Corpus | None = None
+
+
+def stdlib(held_out: bool) -> Corpus:
+    """This interpreter's standard library, split (cached per process)."""
+    global _STDLIB
+    if _STDLIB is None:
+        _STDLIB = Corpus.from_stdlib()
+    return _STDLIB.split(held_out)
 
 
 def code_snippets(held_out: bool, lines: int, count: int, seed: int) -> list[str]:
     """`count` runs of `lines` consecutive non-trivial source lines, chosen with `seed`."""
     rng = random.Random(seed)
-    texts = [t.splitlines() for t in read_texts(held_out)]
+    texts = [t.text.splitlines() for t in stdlib(held_out).code]
     texts = [t for t in texts if len(t) > lines * 2]
     out: list[str] = []
     while len(out) < count:
@@ -47,13 +95,3 @@ def code_snippets(held_out: bool, lines: int, count: int, seed: int) -> list[str
         if sum(len(line.strip()) > 0 for line in chunk) >= lines * 0.7:
             out.append("\n".join(chunk))
     return out
-
-
-def edit_example(snippet: str, rng: random.Random) -> tuple[str, str]:
-    """A code-edit prompt and its answer: the snippet again with one identifier renamed."""
-    words = sorted({w for w in snippet.replace("(", " ").replace(")", " ").split() if w.isidentifier()})
-    answer = snippet
-    if words:
-        old = rng.choice(words)
-        answer = snippet.replace(old, old + "_v2")
-    return snippet + EDIT_MARKER, answer
