@@ -1,0 +1,426 @@
+"""Train the test target and its draft on a GPU; write the weights the CPU build ships.
+
+    python -m cluster.testmodels.dataset --out .gpu/testbed              # here, seconds
+    python -m cluster.testmodels.train --data .gpu/testbed --out OUT     # on a CUDA machine, minutes
+
+(`scripts/train_testmodels.md` has the exact device call.) Needs torch, transformers,
+tokenizers, safetensors and numpy; not vLLM or Ray. Seeds are fixed.
+
+The target learns to copy before it learns code: on code and edit examples alone a small model
+memorises its training files instead of copying (held-out edit answers 0.39 teacher-forced,
+against 0.77 on training files), so it first trains on synthetic copy rows only (runs of random
+token ids, a marker, the same run again), then on 30% copy rows and 70% task examples
+(`tasks.py`, every kind) and plain code and prose. The draft is distilled on the target's own
+continuations (greedy and sampled) of prompts of every kind: it must predict what the target
+says, not the corpus. Writes OUT/target.safetensors and OUT/draft.safetensors (bf16 state
+dicts of the small models, for the tokenizer in DATA) and OUT/train_report.json (the recipe, losses,
+and acceptance that each speculation method would get on held-out prompts of each kind,
+simulated from the models' own predictions: the CPU build measures the real thing with vLLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cluster.testmodels import tasks
+from cluster.testmodels.corpus import Corpus
+from cluster.testmodels.llama import Shape, new_model
+
+BOS, EOS, PAD = 0, 1, 2
+FIRST_PLAIN_ID = 7  # after the special tokens
+# Task examples, plain code and prose in the 70% that is not synthetic copying (by rows).
+REAL_MIX = {"code": 0.25, "prose": 0.08, "code_edit": 0.12, "code_edit_completion": 0.06, "summarize": 0.1,
+            "rag": 0.09, "agentic": 0.1, "chat": 0.14, "free_form": 0.06}
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: only for a smoke run of the command
+COPY_MARKERS = ["\n# edited version:\n", "\n```\n", "\nObservation:\n", " says: ", "\n"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    target: Shape = Shape(layers=4, hidden=256, intermediate=768)
+    draft: Shape = Shape(layers=1, hidden=128, intermediate=384)
+    vocab_size: int = 2048
+    max_positions: int = 2048
+    seq_len: int = 1024  # summaries, passages and tool loops run to 700+ tokens; rows must hold them
+    batch: int = 32
+    copy_warmup_steps: int = 2000
+    target_steps: int = 5000
+    copy_fraction: float = 0.3
+    lr: float = 1e-3
+    examples_per_kind: int = 16000
+    distill_prompts: int = 12000
+    distill_new_tokens: int = 128
+    distill_sampled_fraction: float = 0.3
+    draft_steps: int = 3000
+    draft_lr: float = 2e-3
+    eval_prompts: int = 48
+    eval_new_tokens: int = 128
+    seed: int = 1234
+    # Wall-clock caps (s) on the two training loops, for a machine lent by the minute; a loop
+    # that reaches its cap stops there (recorded in the report).
+    max_target_s: float = 1e9
+    max_draft_s: float = 1e9
+    # Continue from a trained target (its safetensors) instead of a fresh one, e.g. on longer rows.
+    init_target: str = ""
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def _windows(ids: list[int], seq_len: int) -> list[list[int]]:
+    return [ids[i : i + seq_len] for i in range(0, max(1, len(ids) - seq_len // 4), seq_len // 2)]
+
+
+def _make_texts(args) -> list[str]:
+    """Training texts of one kind (run in a worker process)."""
+    kind, corpus_path, count, seed = args
+    corpus = Corpus.load(Path(corpus_path)).split(held_out=False)
+    return [e.training_text() for e in tasks.examples(kind, corpus, count, seed)]
+
+
+class Stream:
+    """Rows of `seq_len` tokens for each source, examples packed end to end."""
+
+    def __init__(self, token_lists: list[list[int]], seq_len: int, rng: random.Random):
+        flat: list[int] = []
+        order = list(range(len(token_lists)))
+        rng.shuffle(order)
+        for i in order:
+            flat += token_lists[i]
+        n = len(flat) // seq_len
+        self.rows = torch.tensor(flat[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+    def sample(self, count: int, gen: torch.Generator) -> torch.Tensor:
+        return self.rows[torch.randint(len(self.rows), (count,), generator=gen)]
+
+
+def build_streams(data: Path, tok, recipe: Recipe) -> dict[str, Stream]:
+    corpus = Corpus.load(data / "corpus.json.gz").split(held_out=False)
+    rng = random.Random(recipe.seed)
+    jobs = []
+    chunk = 2000
+    for kind in tasks.GENERATORS:
+        for i in range(0, recipe.examples_per_kind, chunk):
+            jobs.append((kind, str(data / "corpus.json.gz"), chunk, recipe.seed * 1000 + i))
+    # spawn, not fork: with fork, one run on the GPU machine never got past this point (a forked
+    # child can inherit a lock that a library thread of the parent held).
+    with ProcessPoolExecutor(max_workers=8, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_make_texts, jobs))
+    by_kind: dict[str, list[str]] = {}
+    for (kind, *_), texts in zip(jobs, results):
+        by_kind.setdefault(kind, []).extend(texts)
+    streams = {}
+    for kind, texts in by_kind.items():
+        streams[kind] = Stream([e.ids for e in tok.encode_batch(texts)], recipe.seq_len, rng)
+    code_ids = [e.ids for e in tok.encode_batch([t.text for t in corpus.code])]
+    prose_ids = [e.ids for e in tok.encode_batch([t.text for t in corpus.prose])]
+    streams["code"] = Stream([w for ids in code_ids for w in _windows(ids, recipe.seq_len)], recipe.seq_len, rng)
+    streams["prose"] = Stream([w for ids in prose_ids for w in _windows(ids, recipe.seq_len)], recipe.seq_len, rng)
+    return streams
+
+
+def copy_rows(count: int, seq_len: int, vocab: int, markers: list[list[int]], rng: np.random.Generator):
+    """Packed (random run, marker, the same run again) segments; loss only on the copies."""
+    rows = np.full((count, seq_len), PAD, dtype=np.int64)
+    labels = np.full((count, seq_len), -100, dtype=np.int64)
+    for r in range(count):
+        pos = 0
+        while True:
+            run = rng.integers(FIRST_PLAIN_ID, vocab, rng.integers(8, 49))
+            marker = markers[rng.integers(len(markers))]
+            piece = np.concatenate([run, marker, run])
+            if pos + len(piece) > seq_len:
+                break
+            rows[r, pos : pos + len(piece)] = piece
+            start = pos + len(run) + len(marker)
+            labels[r, start : pos + len(piece)] = run
+            pos += len(piece)
+    return torch.from_numpy(rows), torch.from_numpy(labels)
+
+
+# --- training -------------------------------------------------------------------------------
+
+def _lr(step: int, steps: int, peak: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+
+
+def _shifted_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+                           ignore_index=-100)
+
+
+def _labels(rows: torch.Tensor) -> torch.Tensor:
+    return rows.masked_fill(rows == PAD, -100)
+
+
+def train_target(model, streams, markers, recipe: Recipe, log) -> list[dict]:
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=DEV == "cuda")
+    gen = torch.Generator().manual_seed(recipe.seed)
+    nrng = np.random.default_rng(recipe.seed)
+    kinds, weights = list(REAL_MIX), list(REAL_MIX.values())
+    history = []
+    model.train()
+    t0 = time.monotonic()
+    for step in range(recipe.target_steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, recipe.target_steps, recipe.lr)
+        n_copy = recipe.batch if step < recipe.copy_warmup_steps else int(recipe.batch * recipe.copy_fraction)
+        rows, labels = copy_rows(n_copy, recipe.seq_len, recipe.vocab_size, markers, nrng)
+        if n_copy < recipe.batch:
+            counts = np.random.default_rng(step).multinomial(recipe.batch - n_copy, weights)
+            real = torch.cat([streams[k].sample(int(c), gen) for k, c in zip(kinds, counts) if c])
+            rows, labels = torch.cat([rows, real]), torch.cat([labels, _labels(real)])
+        rows, labels = rows.to(DEV, non_blocking=True), labels.to(DEV, non_blocking=True)
+        with torch.autocast(DEV, dtype=torch.bfloat16):
+            loss = _shifted_loss(model(input_ids=rows).logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        last = step == recipe.target_steps - 1 or time.monotonic() - t0 > recipe.max_target_s
+        if step % 250 == 0 or last:
+            history.append({"step": step, "loss": round(loss.item(), 4), "s": round(time.monotonic() - t0, 1)})
+            log(f"target step {step} loss {loss.item():.3f} ({time.monotonic() - t0:.0f} s)")
+        if last:
+            break
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def generate(model, prompts: list[list[int]], new_tokens: int, sample: bool, seed: int,
+             batch: int = 256) -> list[list[int]]:
+    """Each prompt's continuation (up to and including EOS), batched with left padding."""
+    out: list[list[int] | None] = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    torch.manual_seed(seed)
+    for b in range(0, len(order), batch):
+        idx = order[b : b + batch]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), PAD, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[r, width - len(prompts[i]) :] = 1
+        with torch.autocast(DEV, dtype=torch.bfloat16):
+            gen = model.generate(input_ids=ids.to(DEV), attention_mask=mask.to(DEV), max_new_tokens=new_tokens,
+                                 do_sample=sample, temperature=1.0 if sample else None, top_k=0 if sample else None,
+                                 top_p=1.0 if sample else None, pad_token_id=PAD, eos_token_id=EOS)
+        for r, i in enumerate(idx):
+            cont = gen[r, width:].tolist()
+            out[i] = cont[: cont.index(EOS) + 1] if EOS in cont else cont
+    return out  # type: ignore[return-value]
+
+
+def distill_draft(draft, target, sequences: list[list[int]], recipe: Recipe, log) -> list[dict]:
+    """KL to the target's next-token distribution plus cross-entropy on its argmax (what greedy
+    verification accepts), on the target's own continuations."""
+    L = recipe.seq_len
+    rows = torch.full((len(sequences), L), PAD, dtype=torch.long)
+    for r, s in enumerate(sequences):
+        s = s[-L:]
+        rows[r, : len(s)] = torch.tensor(s)
+    opt = torch.optim.AdamW(draft.parameters(), lr=recipe.draft_lr, betas=(0.9, 0.95), weight_decay=0.05,
+                            fused=DEV == "cuda")
+    gen = torch.Generator().manual_seed(recipe.seed + 1)
+    history = []
+    draft.train()
+    t0 = time.monotonic()
+    for step in range(recipe.draft_steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, recipe.draft_steps, recipe.draft_lr)
+        x = rows[torch.randint(len(rows), (recipe.batch,), generator=gen)].to(DEV)
+        keep = (x != PAD).float()
+        with torch.autocast(DEV, dtype=torch.bfloat16):
+            with torch.no_grad():
+                t_logits = target(input_ids=x).logits.float()
+            s_logits = draft(input_ids=x).logits.float()
+        t_logp, s_logp = F.log_softmax(t_logits, -1), F.log_softmax(s_logits, -1)
+        kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
+        hard = F.cross_entropy(s_logits.transpose(1, 2), t_logits.argmax(-1), reduction="none")
+        loss = ((kl + hard) * keep).sum() / keep.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
+        opt.step()
+        last = step == recipe.draft_steps - 1 or time.monotonic() - t0 > recipe.max_draft_s
+        if step % 250 == 0 or last:
+            agree = ((s_logits.argmax(-1) == t_logits.argmax(-1)).float() * keep).sum() / keep.sum()
+            history.append({"step": step, "loss": round(loss.item(), 4), "agreement": round(agree.item(), 4)})
+            log(f"draft step {step} loss {loss.item():.3f} agreement {agree.item():.3f} "
+                f"({time.monotonic() - t0:.0f} s)")
+        if last:
+            break
+    draft.eval()
+    return history
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+def ngram_proposal(tokens: np.ndarray, k: int, n_min: int = 2, n_max: int = 4) -> list[int]:
+    """vLLM's prompt lookup: the longest suffix n-gram (n_min..n_max), its earliest occurrence."""
+    for n in range(min(n_max, len(tokens) - 1), n_min - 1, -1):
+        suffix = tokens[-n:]
+        hits = np.ones(len(tokens) - n, dtype=bool)
+        for j in range(n):
+            hits &= tokens[j : len(tokens) - n + j] == suffix[j]
+        if hits.any():
+            i = int(np.argmax(hits))
+            return tokens[i + n : i + n + k].tolist()
+    return []
+
+
+def simulate(prompt: list[int], cont: list[int], draft_hits: list[bool], k: int) -> dict:
+    """Drafts proposed and accepted along the target's greedy continuation, for prompt lookup
+    and for a draft whose greedy choice at each position is right where `draft_hits` says."""
+    stats = {"ngram": [0, 0, 0], "draft": [0, 0, 0]}  # steps, proposed, accepted
+    seq = np.array(prompt + cont)
+    for method in stats:
+        i = 0
+        while i < len(cont):
+            if method == "ngram":
+                proposal = ngram_proposal(seq[: len(prompt) + i], k)
+                accepted = 0
+                while accepted < len(proposal) and i + accepted < len(cont) and proposal[accepted] == cont[i + accepted]:
+                    accepted += 1
+                proposed = len(proposal)
+            else:
+                proposed, accepted = k, 0
+                while accepted < k and i + accepted < len(cont) and draft_hits[i + accepted]:
+                    accepted += 1
+            s = stats[method]
+            s[0] += 1
+            s[1] += proposed
+            s[2] += accepted
+            i += accepted + 1
+    return stats
+
+
+@torch.no_grad()
+def evaluate(target, draft, tok, data: Path, recipe: Recipe, log) -> dict:
+    corpus = Corpus.load(data / "corpus.json.gz").split(held_out=True)
+    report = {}
+    for kind in tasks.GENERATORS:
+        examples = tasks.examples(kind, corpus, recipe.eval_prompts, seed=99)
+        # Whole prompts, as served: a model that never saw positions this far must show it here.
+        prompts = [tok.encode(e.prompt_text()).ids[-(recipe.max_positions - recipe.eval_new_tokens):]
+                   for e in examples]
+        # Teacher-forced accuracy on the reference answers: copying shows here first.
+        answers = [tok.encode(e.answer).ids for e in examples]
+        conts = generate(target, prompts, recipe.eval_new_tokens, sample=False, seed=recipe.seed)
+        totals = {"ngram": [0, 0, 0], "draft": [0, 0, 0]}
+        ref_hits = ref_total = repeated = generated = 0
+        for p, a, c in zip(prompts, answers, conts):
+            full = torch.tensor([p + c], device=DEV)
+            with torch.autocast(DEV, dtype=torch.bfloat16):
+                d_pred = draft(input_ids=full).logits.argmax(-1)[0, len(p) - 1 : -1].tolist()
+                ref = torch.tensor([p + a[: recipe.eval_new_tokens]], device=DEV)
+                t_pred = target(input_ids=ref).logits.argmax(-1)[0, len(p) - 1 : -1].tolist()
+            ref_hits += sum(x == y for x, y in zip(t_pred, a))
+            ref_total += len(t_pred)
+            stats = simulate(p, c, [x == y for x, y in zip(d_pred, c)], k=4)
+            for m in totals:
+                totals[m] = [u + v for u, v in zip(totals[m], stats[m])]
+            grams = [tuple(c[i : i + 4]) for i in range(len(c) - 3)]
+            repeated += len(grams) - len(set(grams))
+            generated += len(grams)
+        report[kind] = {
+            "answer_accuracy_teacher_forced": round(ref_hits / max(1, ref_total), 3),
+            "mean_generated_tokens": round(sum(map(len, conts)) / len(conts), 1),
+            "repeated_4gram_share": round(repeated / max(1, generated), 3),
+            **{f"{m}_acceptance_k4": round(t[2] / t[1], 3) if t[1] else None for m, t in totals.items()},
+            **{f"{m}_tokens_per_step_k4": round((t[0] + t[2]) / t[0], 3) if t[0] else None for m, t in totals.items()},
+        }
+        log(f"eval {kind}: {report[kind]}")
+        report[kind]["sample"] = tok.decode(conts[0])[:400]
+    return report
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def _save(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(".gpu/testbed"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override recipe fields, e.g. target_steps=6000 target=6,256,768")
+    args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = Shape(*map(int, value.split(","))) if key in ("target", "draft") else type(
+            getattr(Recipe, key))(value)
+    recipe = Recipe(**overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t_start:6.0f}s] {msg}", flush=True)
+
+    from tokenizers import Tokenizer
+
+    torch.manual_seed(recipe.seed)
+    random.seed(recipe.seed)
+    tok = Tokenizer.from_file(str(args.data / "tokenizer.json"))
+    for text, ids in json.loads((args.data / "tokenizer_check.json").read_text()):
+        assert tok.encode(text).ids == ids, "this machine's tokenizers library encodes differently"
+    log(f"making {recipe.examples_per_kind} training examples of each kind")
+    streams = build_streams(args.data, tok, recipe)
+    markers = [tok.encode(m).ids for m in COPY_MARKERS]
+    log("data: " + ", ".join(f"{k} {len(s.rows)} rows" for k, s in streams.items()))
+
+    target = new_model(recipe.target, recipe.vocab_size, recipe.max_positions, recipe.seed)
+    if recipe.init_target:
+        from safetensors.torch import load_file
+
+        target.load_state_dict({k: v.float() for k, v in load_file(recipe.init_target).items()})
+    target = target.to(DEV)
+    target_history = train_target(target, streams, markers, recipe, log)
+    _save(target, args.out / "target.safetensors")
+
+    corpus = Corpus.load(args.data / "corpus.json.gz").split(held_out=False)
+    per_kind = recipe.distill_prompts // (len(tasks.GENERATORS) + 1)
+    prompts = [tok.encode(e.prompt_text()).ids[-(recipe.seq_len - recipe.distill_new_tokens):]
+               for kind in tasks.GENERATORS for e in tasks.examples(kind, corpus, per_kind, seed=7)]
+    code_rows = streams["code"].sample(per_kind, torch.Generator().manual_seed(5))
+    prompts += [row[: random.randint(32, 256)].tolist() for row in code_rows]
+    n_sampled = int(len(prompts) * recipe.distill_sampled_fraction)
+    random.shuffle(prompts)
+    conts = generate(target, prompts[n_sampled:], recipe.distill_new_tokens, sample=False, seed=1)
+    conts = generate(target, prompts[:n_sampled], recipe.distill_new_tokens, sample=True, seed=2) + conts
+    log(f"distillation set: {len(prompts)} continuations ({n_sampled} sampled)")
+
+    draft = new_model(recipe.draft, recipe.vocab_size, recipe.max_positions, recipe.seed + 1).to(DEV)
+    draft_history = distill_draft(draft, target, [p + c for p, c in zip(prompts, conts)], recipe, log)
+    _save(draft, args.out / "draft.safetensors")
+
+    evaluation = evaluate(target, draft, tok, args.data, recipe, log)
+    report = {"recipe": {**asdict(recipe), "target": asdict(recipe.target), "draft": asdict(recipe.draft)},
+              "target_history": target_history, "draft_history": draft_history, "evaluation": evaluation,
+              "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__,
+              "train_s": round(time.monotonic() - t_start, 1)}
+    (args.out / "train_report.json").write_text(json.dumps(report, indent=2))
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
