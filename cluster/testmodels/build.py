@@ -1,11 +1,15 @@
-"""Build (or reuse from the cache) the test target and draft models.
+"""Build (or reuse from the cache) the served test target and draft from the shipped weights.
 
     python -m cluster.testmodels.build [--out DIR] [--force]
 
-Writes DIR/target, DIR/draft (Hugging Face Llama checkpoints sharing one tokenizer) and
-DIR/report.json with the acceptance and cost that vLLM measured for the pair. The cache is
-keyed on this package's source and the Python version (whose standard library is the corpus),
-so a changed recipe rebuilds and an unchanged one returns at once.
+No training here: the small target and draft were trained once on a GPU
+(`cluster.testmodels.train`) and ship in `weights/` with a manifest. The build checks their
+hashes, embeds the small target exactly into the served shape (function-preserving
+expansion: the function of the trained model at the cost of a bigger one), saves both as
+Hugging Face checkpoints sharing one tokenizer, and measures the pair with vLLM on CPU
+(`measure.py`). Writes DIR/target, DIR/draft and DIR/report.json. The cache is keyed on the
+weights' hashes, the served shape, the code that builds and measures, and the Python version
+(whose standard library the measurement prompts come from).
 """
 
 from __future__ import annotations
@@ -13,68 +17,49 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import random
+import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from cluster.testmodels import corpus
-from cluster.testmodels.llama import Shape, distill, expand, greedy_continuations, new_model, train_lm
-from cluster.testmodels.tokenizer import save_tokenizer, train_tokenizer
+from cluster.testmodels import tasks
+from cluster.testmodels.corpus import stdlib
+from cluster.testmodels.llama import Shape, expand, new_model
+from cluster.testmodels.tokenizer import save_tokenizer
+from cluster.testmodels.weights import WEIGHTS_DIR, verify
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = PROJECT_ROOT / ".cache" / "testmodels"
+# The served target: the trained one embedded into this shape, for the cost of a bigger model.
+SERVED_TARGET = Shape(layers=8, hidden=768, intermediate=2048)
+# What the build's output depends on, besides the weights (not the training code).
+_BUILD_SOURCES = ("build.py", "llama.py", "tokenizer.py", "measure.py", "tasks.py", "corpus.py")
 
 
-@dataclass(frozen=True)
-class Recipe:
-    vocab_size: int = 2048
-    max_positions: int = 2048
-    seq_len: int = 256
-    trained_target: Shape = Shape(layers=2, hidden=128, intermediate=384)
-    # The served target: the trained one embedded into this shape, for the cost of a bigger model.
-    served_target: Shape = Shape(layers=8, hidden=768, intermediate=2048)
-    draft: Shape = Shape(layers=1, hidden=128, intermediate=384)
-    target_steps: int = 400
-    draft_steps: int = 300
-    batch: int = 16
-    lr: float = 3e-3
-    copy_fraction: float = 0.3
-    distill_prompts: int = 256
-    distill_new_tokens: int = 128
-    seed: int = 1234
-
-
-def cache_key(recipe: Recipe) -> str:
+def cache_key(manifest: dict) -> str:
     h = hashlib.sha256(sys.version.encode())
-    h.update(json.dumps(asdict(recipe), sort_keys=True).encode())
-    for src in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(src.read_bytes())
+    h.update(json.dumps([manifest["sha256"], SERVED_TARGET.__dict__], sort_keys=True).encode())
+    for name in _BUILD_SOURCES:
+        h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:16]
 
 
-def _windows(ids: list[int], seq_len: int) -> list[list[int]]:
-    return [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len, seq_len // 2)]
+def _progress(step: int, total: int, msg: str) -> None:
+    print(f"[{step}/{total}] {msg}", flush=True)
 
 
-def _training_sequences(tok, recipe: Recipe, rng: random.Random) -> torch.Tensor:
-    """Plain code windows plus code-edit examples (code, marker, the code again, edited)."""
-    seqs: list[list[int]] = []
-    for text in corpus.read_texts(held_out=False):
-        seqs += _windows(tok.encode(text).ids, recipe.seq_len)
-    n_copy = int(len(seqs) * recipe.copy_fraction / (1 - recipe.copy_fraction))
-    for snippet in corpus.code_snippets(held_out=False, lines=6, count=n_copy, seed=recipe.seed):
-        prompt, answer = corpus.edit_example(snippet, rng)
-        ids = tok.encode(prompt + answer + "\n").ids[: recipe.seq_len]
-        filler = tok.encode("\n").ids
-        seqs.append(ids + filler * (recipe.seq_len - len(ids)))
-    rng.shuffle(seqs)
-    return torch.tensor(seqs, dtype=torch.long)
+def load_small(manifest: dict, which: str) -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    recipe = manifest["recipe"]
+    model = new_model(Shape(**recipe[which]), recipe["vocab_size"], recipe["max_positions"], seed=0)
+    state = {k: v.float() for k, v in load_file(str(WEIGHTS_DIR / f"{which}.safetensors")).items()}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
 
 
 def _save(model, tok, out: Path, max_positions: int) -> None:
@@ -84,72 +69,73 @@ def _save(model, tok, out: Path, max_positions: int) -> None:
     save_tokenizer(tok, out, max_positions)
 
 
-def build(out: Path, recipe: Recipe) -> dict:
-    torch.manual_seed(recipe.seed)
-    torch.use_deterministic_algorithms(True)
-    rng = random.Random(recipe.seed)
-    timings: dict[str, float] = {}
-    t0 = time.monotonic()
+def build(out: Path, manifest: dict) -> dict:
+    from tokenizers import Tokenizer
 
-    tok = train_tokenizer(corpus.read_texts(held_out=False), recipe.vocab_size)
-    sequences = _training_sequences(tok, recipe, rng)
-    timings["data_s"] = time.monotonic() - t0
-
-    t = time.monotonic()
-    small = new_model(recipe.trained_target, recipe.vocab_size, recipe.max_positions, recipe.seed)
-    target_loss = train_lm(small, sequences, recipe.target_steps, recipe.batch, recipe.lr, recipe.seed)
-    timings["target_train_s"] = time.monotonic() - t
-
-    # The draft learns from what the target actually generates, as it must predict at serve time.
-    t = time.monotonic()
-    prompt_len = recipe.seq_len - recipe.distill_new_tokens
-    starts = sequences[torch.randperm(len(sequences))[: recipe.distill_prompts], :prompt_len]
-    generated = torch.cat([greedy_continuations(small, chunk, recipe.distill_new_tokens)
-                           for chunk in starts.split(32)])
-    distill_set = torch.cat([generated, sequences[: len(generated)]])
-    draft = new_model(recipe.draft, recipe.vocab_size, recipe.max_positions, recipe.seed + 1)
-    draft.model.embed_tokens.weight.data.copy_(small.model.embed_tokens.weight)
-    draft.lm_head.weight.data.copy_(small.lm_head.weight)
-    draft_miss = distill(draft, small, distill_set, recipe.draft_steps, recipe.batch, recipe.lr, recipe.seed)
-    timings["draft_distill_s"] = time.monotonic() - t
-
-    big = expand(small, recipe.served_target)
-    probe = sequences[:2, :64]
-    expansion_error = (big(input_ids=probe).logits - small(input_ids=probe).logits).abs().max().item()
-    _save(big, tok, out / "target", recipe.max_positions)
-    _save(draft, tok, out / "draft", recipe.max_positions)
-    timings["train_total_s"] = time.monotonic() - t0
-    return {
-        "target_train_loss": round(target_loss, 4),
-        "draft_distill_hard_loss": round(draft_miss, 4),
-        "expansion_max_logit_error": expansion_error,
-        "timings": {k: round(v, 1) for k, v in timings.items()},
-    }
+    tok = Tokenizer.from_file(str(WEIGHTS_DIR / "tokenizer.json"))
+    _progress(2, 4, f"expanding the trained target {manifest['recipe']['target']} into {SERVED_TARGET.__dict__}")
+    small, draft = load_small(manifest, "target"), load_small(manifest, "draft")
+    with torch.no_grad():
+        big = expand(small, SERVED_TARGET)
+        probe_text = tasks.examples("code_edit", stdlib(held_out=True), 1, seed=0)[0].training_text()
+        probe = torch.tensor([tok.encode(probe_text).ids[:256]])
+        error = (big(input_ids=probe).logits - small(input_ids=probe).logits).abs().max().item()
+    _progress(3, 4, f"saving target and draft to {out} (expansion max logit error {error:.1e})")
+    max_positions = manifest["recipe"]["max_positions"]
+    _save(big, tok, out / "target", max_positions)
+    _save(draft, tok, out / "draft", max_positions)
+    return {"expansion_max_logit_error": error,
+            "served_target": SERVED_TARGET.__dict__, "trained_target": manifest["recipe"]["target"],
+            "draft": manifest["recipe"]["draft"]}
 
 
 def measure(out: Path) -> dict:
     """vLLM's own counters for the pair, in a child process (vLLM spawns its engine core)."""
-    proc = subprocess.run([sys.executable, "-m", "cluster.testmodels.measure", str(out)],
-                          check=True, capture_output=True, text=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = out / "measured.json"
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+    subprocess.run([sys.executable, "-m", "cluster.testmodels.measure", str(out), str(result)], check=True, env=env)
+    return json.loads(result.read_text())
 
 
 def ensure_built(out: Path = DEFAULT_OUT, force: bool = False) -> dict:
-    recipe = Recipe()
-    key = cache_key(recipe)
+    _progress(1, 4, f"checking the shipped weights in {WEIGHTS_DIR}")
+    manifest = verify()
+    key = cache_key(manifest)
     report_path = out / "report.json"
     if not force and report_path.exists():
         report = json.loads(report_path.read_text())
         if report.get("cache_key") == key:
+            _progress(4, 4, f"cached: {out}")
             return report
     out.mkdir(parents=True, exist_ok=True)
     report_path.unlink(missing_ok=True)
     t0 = time.monotonic()
-    report = {"cache_key": key, "recipe": asdict(recipe), **build(out, recipe)}
+    report = {"cache_key": key, **build(out, manifest)}
+    report["timings"] = {"expand_and_save_s": round(time.monotonic() - t0, 1)}
+    _progress(4, 4, "measuring the pair with vLLM on CPU (acceptance per kind of request, speed at batch 1)")
     report["measured"] = measure(out)
     report["timings"]["build_total_s"] = round(time.monotonic() - t0, 1)
     report_path.write_text(json.dumps(report, indent=2))
     return report
+
+
+def summary(report: dict) -> str:
+    m = report["measured"]
+    lines = [f"  cost per token: target {m['target_ms_per_token']:.2f} ms, draft {m['draft_ms_per_token']:.2f} ms"
+             f" ({m['cost_ratio']:.1f}x)",
+             f"  acceptance at k={m['k']} (greedy; sampled at temperature 1 in brackets):"]
+    for kind, row in m["acceptance"].items():
+        cells = []
+        for method in ("ngram", "draft_model"):
+            rate = row[method]["acceptance_rate"]
+            sampled = row.get(f"{method}_sampled", {}).get("acceptance_rate")
+            cells.append(f"{method} {rate if rate is None else round(rate, 2)}"
+                         + ("" if sampled is None else f" [{sampled:.2f}]"))
+        lines.append(f"    {kind:22s} " + "  ".join(cells))
+    lines.append("  speedup over no speculation at batch 1:")
+    for kind, row in m["ms_per_token"].items():
+        lines.append(f"    {kind:22s} " + "  ".join(f"{meth} {s:.2f}x" for meth, s in row["speedup"].items()))
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -159,13 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     report = ensure_built(args.out, args.force)
-    m = report["measured"]
-    print(f"test models in {args.out}")
-    print(f"  draft acceptance (greedy, code, k={m['k']}): {m['acceptance_rate']:.3f}"
-          f"  mean acceptance length {m['mean_acceptance_length']:.2f}")
-    print(f"  cost per token: target {m['target_ms_per_token']:.2f} ms, draft {m['draft_ms_per_token']:.2f} ms"
-          f"  ratio {m['cost_ratio']:.1f}x")
-    print(f"  build time {report['timings'].get('build_total_s', 0)} s")
+    print(f"test models in {args.out} (built in {report['timings'].get('build_total_s', 0)} s)")
+    print(summary(report))
 
 
 if __name__ == "__main__":

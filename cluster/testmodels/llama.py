@@ -1,13 +1,11 @@
-"""Training, distillation and function-preserving expansion of small Llama models."""
+"""Small Llama shapes and the function-preserving expansion of a trained one into a bigger one."""
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 HEAD_DIM = 32  # vLLM's CPU attention rejects head_dim 16
@@ -42,81 +40,6 @@ class Shape:
 def new_model(shape: Shape, vocab_size: int, max_positions: int, seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     return LlamaForCausalLM(shape.config(vocab_size, max_positions)).float()
-
-
-def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
-
-
-def _lr_at(step: int, steps: int, peak: float) -> float:
-    warmup = max(1, steps // 20)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-
-def _batches(sequences: torch.Tensor, batch: int, steps: int, seed: int):
-    rng = random.Random(seed)
-    for _ in range(steps):
-        yield sequences[[rng.randrange(len(sequences)) for _ in range(batch)]]
-
-
-def _train(model: LlamaForCausalLM, sequences: torch.Tensor, steps: int, batch: int, lr: float, seed: int,
-           losses) -> float:
-    """AdamW with warm-up and cosine decay; `losses(x)` gives (loss to minimise, loss to report).
-    Returns the mean reported loss over the last tenth of the steps."""
-    opt = _optimizer(model, lr)
-    model.train()
-    tail: list[float] = []
-    for step, x in enumerate(_batches(sequences, batch, steps, seed)):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr)
-        loss, reported = losses(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step >= steps - max(1, steps // 10):
-            tail.append(reported.item())
-    model.eval()
-    return sum(tail) / len(tail)
-
-
-def train_lm(model: LlamaForCausalLM, sequences: torch.Tensor, steps: int, batch: int, lr: float, seed: int) -> float:
-    """Next-token training; returns the final loss."""
-    def losses(x):
-        loss = model(input_ids=x, labels=x).loss
-        return loss, loss
-
-    return _train(model, sequences, steps, batch, lr, seed, losses)
-
-
-def distill(student: LlamaForCausalLM, teacher: LlamaForCausalLM, sequences: torch.Tensor,
-            steps: int, batch: int, lr: float, seed: int) -> float:
-    """Train `student` to match `teacher`'s next-token distribution and its greedy choice.
-
-    Greedy speculative decoding accepts a draft token when it equals the target's argmax, so
-    the hard-label term on the teacher's argmax is what raises acceptance; the KL term gives
-    the student the rest of the distribution to learn from. Returns the final hard-label loss.
-    """
-    def losses(x):
-        with torch.no_grad():
-            t_logits = teacher(input_ids=x).logits
-        s_logits = student(input_ids=x).logits
-        vocab = s_logits.shape[-1]
-        kl = F.kl_div(F.log_softmax(s_logits, -1).view(-1, vocab), F.log_softmax(t_logits, -1).view(-1, vocab),
-                      log_target=True, reduction="batchmean")
-        hard = F.cross_entropy(s_logits.view(-1, vocab), t_logits.argmax(-1).view(-1))
-        return kl + hard, hard
-
-    return _train(student, sequences, steps, batch, lr, seed, losses)
-
-
-@torch.no_grad()
-def greedy_continuations(model: LlamaForCausalLM, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """Prompts followed by the model's own greedy continuation (what a draft must predict)."""
-    return model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
-                          min_new_tokens=new_tokens, do_sample=False, pad_token_id=2)
 
 
 @torch.no_grad()

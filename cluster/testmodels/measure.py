@@ -1,9 +1,14 @@
-"""Measure a built target/draft pair with vLLM's own counters (run as a child process).
+"""Measure the built target/draft pair with vLLM on CPU (run as a child process).
 
-    python -m cluster.testmodels.measure DIR
+    python -m cluster.testmodels.measure DIR OUT_JSON
 
-Prints one JSON line: the draft's greedy acceptance rate on held-out code (vLLM
-`draft_model` speculation), and the cost per generated token of each model alone.
+For each kind of request (`tasks.py`, prompts from the held-out corpus) it measures, with
+vLLM's own spec-decode counters, how many draft tokens prompt lookup (`ngram`) and the draft
+model (`draft_model`) get accepted at k=4, greedy and sampled at temperature 1; and, for
+code edits, chat and free-form continuation, the wall time per token at batch 1 of no
+speculation, ngram and the draft model, so each method's speedup is measured in one run on
+the same prompts. Also the cost per token of the target and of the draft alone. Writes OUT_JSON;
+progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -14,70 +19,110 @@ import statistics
 import sys
 import time
 
-from cluster.testmodels import corpus
+from cluster.testmodels import tasks
+from cluster.testmodels.corpus import stdlib
 
-K = 3
+K = 4
 NEW_TOKENS = 64
+ACCEPTANCE_PROMPTS = 8
+TIMED_PROMPTS = 2
+TIMED_KINDS = ("code_edit", "chat", "free_form")
+SAMPLED_KINDS = ("code_edit", "chat")
+METHODS = {
+    "none": None,
+    "ngram": {"method": "ngram", "num_speculative_tokens": K, "prompt_lookup_min": 2, "prompt_lookup_max": 4},
+    "draft_model": {"method": "draft_model", "model": "{draft}", "num_speculative_tokens": K},
+}
 
 
-def _engine(model: str, **kwargs):
+_START = time.monotonic()
+
+
+def _log(msg: str) -> None:
+    print(f"  [{time.monotonic() - _START:4.0f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _engine(model: str, speculative_config=None):
     from vllm import LLM
 
+    # Eager: starts in half the time (no graph compile), and every method pays alike.
     return LLM(model=model, dtype="float32", max_model_len=1024, seed=0, disable_log_stats=False,
-               enable_prefix_caching=False, **kwargs)
+               enable_prefix_caching=False, enforce_eager=True, speculative_config=speculative_config)
 
 
-def _ms_per_token(llm, prompt: str) -> float:
+def _counters(llm) -> dict[str, float]:
+    names = {"vllm:spec_decode_num_drafts": "drafts", "vllm:spec_decode_num_draft_tokens": "draft_tokens",
+             "vllm:spec_decode_num_accepted_tokens": "accepted"}
+    out = dict.fromkeys(names.values(), 0.0)
+    for m in llm.get_metrics():
+        if m.name in names and hasattr(m, "value"):
+            out[names[m.name]] += m.value
+    return out
+
+
+def _params(temperature: float, max_tokens: int = NEW_TOKENS):
     from vllm import SamplingParams
 
-    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
-    start = time.perf_counter()
-    out = llm.generate([prompt], params, use_tqdm=False)  # batch 1: the regime where drafting pays
-    return (time.perf_counter() - start) * 1000 / len(out[0].outputs[0].token_ids)
+    # Answers end at the end-of-turn token, as served answers do.
+    return SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=0)
 
 
-def _cost_ratio(target, draft, prompts: list[str]) -> tuple[float, float]:
-    """Median ms per token of each model, timed alternately so that a passing load on the
-    machine falls on both alike."""
-    for llm in (target, draft):
-        _ms_per_token(llm, prompts[0])  # warm-up
-    target_ms, draft_ms = [], []
+def _prompts(kind: str, count: int) -> list[str]:
+    return [e.prompt_text() for e in tasks.examples(kind, stdlib(held_out=True), count, seed=3)]
+
+
+def _acceptance(llm, prompts: list[str], temperature: float) -> dict:
+    before = _counters(llm)
+    outs = llm.generate(prompts, _params(temperature), use_tqdm=False)
+    after = _counters(llm)
+    d = {k: after[k] - before[k] for k in after}
+    return {"acceptance_rate": d["accepted"] / d["draft_tokens"] if d["draft_tokens"] else None,
+            "mean_acceptance_length": 1 + d["accepted"] / d["drafts"] if d["drafts"] else None,
+            "mean_output_tokens": statistics.mean(len(o.outputs[0].token_ids) for o in outs)}
+
+
+def _ms_per_token(llm, prompts: list[str]) -> float:
+    """Batch 1, one prompt after another: the regime where drafting pays."""
+    tokens, start = 0, time.perf_counter()
     for prompt in prompts:
-        target_ms.append(_ms_per_token(target, prompt))
-        draft_ms.append(_ms_per_token(draft, prompt))
-    return statistics.median(target_ms), statistics.median(draft_ms)
+        tokens += len(llm.generate([prompt], _params(0.0), use_tqdm=False)[0].outputs[0].token_ids)
+    return (time.perf_counter() - start) * 1000 / tokens
 
 
-def _counter(llm, name: str) -> float:
-    return sum(m.value for m in llm.get_metrics() if m.name == name and hasattr(m, "value"))
-
-
-def main(model_dir: str) -> None:
-    from vllm import SamplingParams
-
+def main(model_dir: str, out_json: str) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     target, draft = f"{model_dir}/target", f"{model_dir}/draft"
-    prompts = corpus.code_snippets(held_out=True, lines=12, count=16, seed=7)
-    timing_prompts = prompts[:6]
-
-    spec = _engine(target, speculative_config={"method": "draft_model", "model": draft, "num_speculative_tokens": K})
-    spec.generate(prompts, SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True), use_tqdm=False)
-    drafts = _counter(spec, "vllm:spec_decode_num_drafts")
-    proposed = _counter(spec, "vllm:spec_decode_num_draft_tokens")
-    accepted = _counter(spec, "vllm:spec_decode_num_accepted_tokens")
-    del spec
-
-    target_ms, draft_ms = _cost_ratio(_engine(target), _engine(draft), timing_prompts)
-    print(json.dumps({
-        "k": K,
-        "prompts": len(prompts),
-        "acceptance_rate": accepted / proposed,
-        "mean_acceptance_length": 1 + accepted / drafts,
-        "target_ms_per_token": target_ms,
-        "draft_ms_per_token": draft_ms,
-        "cost_ratio": target_ms / draft_ms,
-    }))
+    kinds = list(tasks.GENERATORS)
+    prompts = {kind: _prompts(kind, ACCEPTANCE_PROMPTS) for kind in kinds}
+    result: dict = {"k": K, "new_tokens": NEW_TOKENS, "acceptance": {}, "ms_per_token": {}}
+    for method, spec in METHODS.items():
+        _log(f"engine with {method}")
+        if spec and "model" in spec:
+            spec = {**spec, "model": draft}
+        llm = _engine(target, spec)
+        _ms_per_token(llm, prompts["chat"][:1])  # warm-up (the ngram proposer compiles on first use)
+        _log("started")
+        if spec:
+            for kind in kinds:
+                result["acceptance"].setdefault(kind, {})[method] = _acceptance(llm, prompts[kind], 0.0)
+            for kind in SAMPLED_KINDS:
+                result["acceptance"][kind][f"{method}_sampled"] = _acceptance(llm, prompts[kind], 1.0)
+            _log("acceptance measured")
+        for kind in TIMED_KINDS:
+            result["ms_per_token"].setdefault(kind, {})[method] = _ms_per_token(llm, prompts[kind][:TIMED_PROMPTS])
+        _log(f"{method}: {json.dumps({k: v[method] for k, v in result['ms_per_token'].items()})}")
+        del llm
+    for kind, row in result["ms_per_token"].items():
+        row["speedup"] = {m: row["none"] / row[m] for m in METHODS if m != "none"}
+    _log("draft alone")
+    alone = _engine(draft)
+    _ms_per_token(alone, prompts["chat"][:1])
+    draft_ms = statistics.mean(_ms_per_token(alone, prompts[kind][:TIMED_PROMPTS]) for kind in TIMED_KINDS)
+    target_ms = statistics.mean(row["none"] for row in result["ms_per_token"].values())
+    result.update(target_ms_per_token=target_ms, draft_ms_per_token=draft_ms, cost_ratio=target_ms / draft_ms)
+    with open(out_json, "w") as f:
+        json.dump(result, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
