@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from cluster.testmodels.corpus import EDIT_MARKER
+from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from tests.conftest import wait_until
 

@@ -2,7 +2,7 @@
 
     python -m cluster.benchmarks.spec_methods [--base-url URL] [--metrics-url URL] [--out DIR]
 
-For each workload (code_edit, free_form) and concurrency (1, 8) it sends the same requests
+For each workload (code_edit, chat, free_form) and concurrency (1, 8) it sends the same requests
 with each speculation method forced (x-spec-method header): none, ngram, the in-engine draft
 model and the separately placed draft worker (remote_draft). The methods are measured one
 after another in one run after a warm-up, and every speedup is a ratio to no speculation on
@@ -39,20 +39,20 @@ def _pool_deltas(before: dict[str, float], after: dict[str, float]) -> dict:
 def run(base_url: str, metrics_url: str, model: str, methods: list[str], concurrencies: list[int],
         requests_per_client: int, max_tokens: int) -> list[dict]:
     total = requests_per_client * max(concurrencies)
-    loads = [workloads.code_edit(total, max_tokens), workloads.free_form(total, max_tokens)]
+    loads = [workloads.of_kind("code_edit", total, max_tokens), workloads.of_kind("chat", total, max_tokens),
+             workloads.of_kind("free_form", total, max_tokens)]
     body = {"model": model, "temperature": 0.0, "max_tokens": max_tokens, "ignore_eos": True}
 
     pool_of = {}
     for method in methods:  # warm-up: engine caches, the ngram proposer's JIT compile
-        results, _ = asyncio.run(run_load(base_url, [{**body, "prompt": p} for p in loads[0].prompts[:2]], 2,
+        results, _ = asyncio.run(run_load(base_url, [{**body, **b} for b in loads[0].bodies[:2]], 2,
                                           {"x-spec-method": method}))
         pool_of[method] = results[0].headers["x-spec-pool"]
 
     rows = []
     for load in loads:
         for concurrency in concurrencies:
-            prompts = load.prompts[: requests_per_client * concurrency]
-            bodies = [{**body, "prompt": p, "max_tokens": load.max_tokens} for p in prompts]
+            bodies = [{**body, **b} for b in load.bodies[: requests_per_client * concurrency]]
             for method in methods:
                 pool = pool_of[method]
                 before = quiet_pool_counters(metrics_url, pool)

@@ -43,28 +43,28 @@ GOAL_VS_BEST = 0.95
 @dataclass(frozen=True)
 class Phase:
     name: str
-    prompts: tuple[str, ...]
+    bodies: tuple[dict, ...]
     concurrency: int
     temperature: float = 0.0
 
 
 def phases(burst_concurrency: int, max_tokens: int) -> list[Phase]:
-    return [Phase("code_edit", workloads.code_edit(64, max_tokens).prompts, 1),
-            Phase("sampled_chat", workloads.free_form(64, max_tokens).prompts, 1, temperature=1.0),
-            Phase("burst", workloads.free_form(256, max_tokens, seed=29).prompts, burst_concurrency)]
+    return [Phase("code_edit", workloads.of_kind("code_edit", 64, max_tokens).bodies, 1),
+            Phase("sampled_chat", workloads.of_kind("chat", 64, max_tokens).bodies, 1, temperature=1.0),
+            Phase("burst", workloads.of_kind("free_form", 256, max_tokens, seed=29).bodies, burst_concurrency)]
 
 
 async def run_phase(client: httpx.AsyncClient, phase: Phase, body: dict, headers: dict, seconds: float) -> dict:
     """Closed loop for `seconds`: each client sends its next request until the time is up; the
     requests then in flight finish and count, so the wall time is to the last byte."""
-    prompts = itertools.cycle(phase.prompts)
+    bodies = itertools.cycle(phase.bodies)
     start = time.perf_counter()
     tokens = requests = 0
 
     async def client_loop():
         nonlocal tokens, requests
         while time.perf_counter() - start < seconds:
-            result = await stream_request(client, {**body, "prompt": next(prompts), "temperature": phase.temperature},
+            result = await stream_request(client, {**body, **next(bodies), "temperature": phase.temperature},
                                           headers)
             tokens += result.completion_tokens
             requests += 1
@@ -145,13 +145,13 @@ def run(args) -> dict:
     # first turn must not pay for the engines' first steps at a size), all under another class so
     # the measured class starts cold. The fixed-k arms run under that class too.
     other = {**speculative, "x-request-class": args.other_class}
-    every_prompt = [{**body, "prompt": p, "max_tokens": 8} for phase in plan for p in dict.fromkeys(phase.prompts)]
+    every_prompt = [{**body, **b, "max_tokens": 8} for phase in plan for b in phase.bodies]
     asyncio.run(run_load(args.base_url, every_prompt, 4, {**other, "x-spec-k": "1"}))
     for k in args.ks:
-        asyncio.run(run_load(args.base_url, [{**body, "prompt": p} for p in plan[0].prompts[:4]], 2,
+        asyncio.run(run_load(args.base_url, [{**body, **b} for b in plan[0].bodies[:4]], 2,
                              {**other, "x-spec-k": str(k)}))
     for phase in plan:
-        bodies = [{**body, "prompt": p, "temperature": phase.temperature} for p in phase.prompts[:phase.concurrency]]
+        bodies = [{**body, **b, "temperature": phase.temperature} for b in phase.bodies[:phase.concurrency]]
         asyncio.run(run_load(args.base_url, bodies, phase.concurrency, {**other, "x-spec-k": str(max(args.ks))}))
     tuner_key = (f"{args.model}/{args.pool}", args.request_class, args.method)
     arms = {TUNER: speculative} | {f"k={k}": {**other, "x-spec-k": str(k)} for k in args.ks}

@@ -1,11 +1,20 @@
-"""Request mixes for the benchmarks, drawn from held-out standard-library code.
+"""Request workloads for the benchmarks: the testbed's kinds of request, from held-out text.
 
-- code_edit: "here is code, now the edited version" prompts. A real model copies most of the
-  prompt (what prompt lookup / ngram speculation is for); the test target does not learn to copy
-  and only repeats its own phrases, so ngram gains less here than it would on a 70B model.
-- free_form: the opening lines of held-out code to continue; little to copy from the prompt.
-- mixed: code edits, chat questions and summaries in known proportions, as chat and
-  completion bodies without any class hint, for the router to classify.
+Each kind is made by its generator in `cluster/testmodels/tasks.py` (documented there) from
+the held-out split of the corpus, the same way the test target's training examples were made
+from the training split, so the served model does with them what it learned to do:
+
+- code_edit: a snippet and an edit instruction (chat); the answer copies the snippet, edited.
+- code_edit_completion: the same as a completion ending in `# edited version:`.
+- summarize: a long document; the answer quotes its lead and one later sentence, or lists its
+  definitions.
+- rag: three passages and a question; the answer quotes one passage.
+- agentic: a tool loop cut at one assistant turn; tool calls repeat one JSON structure and
+  quote the observations.
+- chat: a question whose answer (reference prose, a docstring) is not in the prompt.
+- free_form: the opening lines of code to continue.
+
+`mixed` draws kinds in the stated proportions `MIX`, with no class hints, for the router.
 """
 
 from __future__ import annotations
@@ -13,39 +22,31 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from cluster.testmodels import corpus
+from cluster.testmodels import tasks
+from cluster.testmodels.corpus import stdlib
+
+KINDS = tuple(tasks.GENERATORS)
+# What a coding assistant's traffic might look like; every kind the router must tell apart.
+MIX = {"code_edit": 0.25, "summarize": 0.15, "rag": 0.1, "agentic": 0.2, "chat": 0.3}
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
-    prompts: tuple[str, ...]
+    bodies: tuple[dict, ...]  # OpenAI bodies: "messages" (chat) or "prompt" (completion)
     max_tokens: int
 
 
-def code_edit(count: int, max_tokens: int, seed: int = 11) -> Workload:
-    rng = random.Random(seed)
-    snippets = corpus.code_snippets(held_out=True, lines=8, count=count, seed=seed)
-    return Workload("code_edit", tuple(corpus.edit_example(s, rng)[0] for s in snippets), max_tokens)
-
-
-def free_form(count: int, max_tokens: int, seed: int = 13) -> Workload:
-    return Workload("free_form", tuple(corpus.code_snippets(held_out=True, lines=4, count=count, seed=seed)),
-                    max_tokens)
+def of_kind(kind: str, count: int, max_tokens: int, seed: int = 11) -> Workload:
+    examples = tasks.examples(kind, stdlib(held_out=True), count, seed)
+    return Workload(kind, tuple({**e.body(), "max_tokens": max_tokens} for e in examples), max_tokens)
 
 
 def mixed(count: int, max_tokens: int, seed: int = 17) -> list[dict]:
-    """`count` request bodies: 50% code edits, 30% chat, 20% summaries, shuffled with `seed`."""
+    """`count` request bodies in the proportions of `MIX`, shuffled with `seed`."""
     rng = random.Random(seed)
-    n_edit, n_chat = count // 2, count * 3 // 10
-    n_summary = count - n_edit - n_chat
-    edits = code_edit(n_edit, max_tokens, seed).prompts
-    chats = corpus.code_snippets(held_out=True, lines=2, count=n_chat, seed=seed + 1)
-    docs = corpus.code_snippets(held_out=True, lines=30, count=n_summary, seed=seed + 2)
-    bodies = [{"prompt": p, "max_tokens": max_tokens} for p in edits]
-    bodies += [{"messages": [{"role": "user", "content": f"Tell me about {c.strip()[:60]}"}], "max_tokens": max_tokens}
-               for c in chats]
-    bodies += [{"messages": [{"role": "user", "content": f"Summarize this document:\n{d}"}], "max_tokens": max_tokens}
-               for d in docs]
+    counts = {kind: round(count * share) for kind, share in MIX.items()}
+    counts["chat"] += count - sum(counts.values())
+    bodies = [b for kind, n in counts.items() if n > 0 for b in of_kind(kind, n, max_tokens, seed).bodies]
     rng.shuffle(bodies)
     return bodies
