@@ -5,10 +5,16 @@ in pyproject.toml): vLLM builds it into every AsyncLLM, which runs in the Serve 
 process, and hands it each engine step's scheduler and iteration stats. It keeps a short window
 of the requests waiting for a batch slot and of times to first token; the replica reports them
 to Ray Serve's autoscaler from `record_autoscaling_stats`.
+
+An entry point loads into every AsyncLLM of the environment, other applications' too (seen in
+Ray Serve LLM's engines beside this app), and vLLM offers no way to decline: the logger only
+records in processes the app marked as its engines (`APP_ENGINE_ENV`, set in the replicas'
+runtime env) and is a no-op elsewhere.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
@@ -18,6 +24,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 from serve_app.autoscaling.policy import TTFT_P90, WAITING
 
 WINDOW_S = 15.0
+APP_ENGINE_ENV = "SPECSERVE_APP_ENGINE"
 
 
 class EngineLoad:
@@ -25,10 +32,13 @@ class EngineLoad:
 
     def __init__(self, window_s: float = WINDOW_S):
         self.window_s = window_s
+        # Engine steps seen so far: periodic readers skip their work while it does not move.
+        self.steps = 0
         self._waiting: deque[tuple[float, int]] = deque()
         self._ttft: deque[tuple[float, float]] = deque()
 
     def record(self, now: float, waiting: int | None, ttfts: list[float]) -> None:
+        self.steps += 1
         if waiting is not None:
             self._waiting.append((now, waiting))
         self._ttft.extend((now, t) for t in ttfts)
@@ -53,9 +63,11 @@ ENGINE_LOAD = EngineLoad()
 
 class EngineLoadLogger(StatLoggerBase):
     def __init__(self, vllm_config, engine_index: int = 0):
-        pass
+        self.active = os.environ.get(APP_ENGINE_ENV) == "1"
 
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
+        if not self.active:
+            return
         ENGINE_LOAD.record(time.monotonic(), scheduler_stats.num_waiting_reqs if scheduler_stats else None,
                            iteration_stats.time_to_first_tokens_iter if iteration_stats else [])
 

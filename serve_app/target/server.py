@@ -11,7 +11,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMConfig, LLMServer
 
-from serve_app.autoscaling.engine_load import ReportsEngineLoad
+from serve_app.autoscaling.engine_load import ENGINE_LOAD, ReportsEngineLoad
 from serve_app.config.schema import DraftWorkerConfig, TunerConfig
 from serve_app.observability import metrics
 
@@ -64,14 +64,18 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         """Publish the pool identity and the routed proposer's books, and report to the spec tuner.
 
         One loop reads the books for both, because each read waits for a gap between engine steps.
+        It reads them only after engine steps ran: each `collective_rpc` wakes the vLLM workers,
+        whose message queue then spins for a second, which kept half a core busy in an idle app.
         """
         period_s = min(PUBLISH_PERIOD_S, tuner_period_s or PUBLISH_PERIOD_S)
         next_report = time.monotonic() + (tuner_period_s or 0)
         applied: list = []
+        tallies: list[dict] = []
+        books_at = timings_at = -1  # the engine's step count when each was last read
         while True:
             metrics.replica_info().set(1, tags=self._info_tags)
-            tallies = None
-            if self._routed:
+            if self._routed and ENGINE_LOAD.steps != books_at:
+                books_at = ENGINE_LOAD.steps
                 try:
                     tallies = await self.routed_acceptance()
                     self._export_acceptance(tallies)
@@ -81,21 +85,25 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                         self._export_draft_stats(next(s for s in stats if s is not None))
                 except Exception:  # metrics must never take the replica down
                     logger.exception("reading the routed proposer's statistics failed")
-            if tuner is not None and tallies is not None and time.monotonic() >= next_report:
+            if tuner is not None and time.monotonic() >= next_report:
                 next_report = time.monotonic() + tuner_period_s
+                stepped, timings_at = ENGINE_LOAD.steps != timings_at, ENGINE_LOAD.steps
                 try:
-                    applied = await self._report(tuner, tallies, applied)
+                    applied = await self._report(tuner, tallies, applied, stepped)
                 except Exception:  # without the tuner, requests keep the k they came with
                     logger.exception("reporting to the spec tuner failed")
             await asyncio.sleep(period_s)
 
-    async def _report(self, tuner: DeploymentHandle, tallies: list[dict], applied: list) -> list:
+    async def _report(self, tuner: DeploymentHandle, tallies: list[dict], applied: list, stepped: bool) -> list:
         """Send the books and step timings to the spec tuner and apply the k table it answers,
-        without restarting anything; returns the table now applied."""
-        report = {"tallies": tallies, "applied": applied, **(await self.collective_rpc("step_timings"))[0]}
+        without restarting anything; returns the table now applied. An idle replica still
+        reports (a pinned k must reach it before its next request) but touches no worker."""
+        timings = (await self.collective_rpc("step_timings"))[0] if stepped else {"steps": [], "drafts": []}
+        report = {"tallies": tallies, "applied": applied, **timings}
         replica = self._info_tags["ReplicaId"]
         answer = await tuner.report.remote(self._tags["model"], self._tags["pool"], replica, report)
-        await self.collective_rpc("set_tuned_k", args=(answer["tuned_k"],))
+        if answer["tuned_k"] != applied:
+            await self.collective_rpc("set_tuned_k", args=(answer["tuned_k"],))
         return answer["tuned_k"]
 
     def _export_acceptance(self, tallies: list[dict]) -> None:
