@@ -12,7 +12,7 @@ from serve_app.autoscaling import engine_load
 from serve_app.autoscaling.engine_load import EngineLoad, EngineLoadLogger
 from serve_app.autoscaling.policy import TTFT_P90, WAITING, EngineLoadPolicy
 from serve_app.observability.scrape import samples, scrape
-from tests.conftest import wait_until
+from tests.conftest import ROOT, wait_until
 
 
 def test_engine_load_is_a_window_of_queue_and_ttft():
@@ -29,12 +29,44 @@ def test_the_vllm_stat_logger_feeds_the_process_window(monkeypatch):
     """What vLLM hands a stat logger each step (its own stats classes) reaches the window."""
     load = EngineLoad()
     monkeypatch.setattr(engine_load, "ENGINE_LOAD", load)
+    monkeypatch.setenv(engine_load.APP_ENGINE_ENV, "1")
     iteration = IterationStats()
     iteration.time_to_first_tokens_iter = [0.4, 0.6]
     EngineLoadLogger(vllm_config=None).record(SchedulerStats(num_running_reqs=8, num_waiting_reqs=3), iteration)
     EngineLoadLogger(vllm_config=None).record(None, None)  # steps without stats change nothing
     snapshot = load.snapshot(now=load._waiting[-1][0])
     assert snapshot[WAITING] == 3 and snapshot[TTFT_P90] == pytest.approx(0.58)
+    assert load.steps == 2  # what the replica's stats loop watches to leave an idle engine alone
+
+
+def test_the_plugin_records_nothing_in_an_engine_that_is_not_the_apps(monkeypatch):
+    """vLLM loads the entry point into every engine of the environment (Ray Serve LLM's too):
+    built by vLLM's own plugin loader in a process the app did not mark, the logger records nothing."""
+    from vllm.v1.metrics.loggers import load_stat_logger_plugin_factories
+
+    load = EngineLoad()
+    monkeypatch.setattr(engine_load, "ENGINE_LOAD", load)
+    monkeypatch.delenv(engine_load.APP_ENGINE_ENV, raising=False)
+    factory = next(f for f in load_stat_logger_plugin_factories() if f.__name__ == EngineLoadLogger.__name__)
+    factory(vllm_config=None).record(SchedulerStats(num_waiting_reqs=5), None)
+    assert load.steps == 0 and load.snapshot(now=0)[WAITING] == 0
+    monkeypatch.setenv(engine_load.APP_ENGINE_ENV, "1")
+    factory(vllm_config=None).record(SchedulerStats(num_waiting_reqs=5), None)
+    assert load.steps == 1
+
+
+def test_only_the_apps_engine_deployments_carry_the_marker():
+    from serve_app.check import load_apps
+    from serve_app.draft_worker.llm_config import build_draft_llm_config
+    from serve_app.target.llm_config import build_llm_config
+
+    for path in ("configs/local.yaml", "configs/prod.yaml"):
+        for _, app in load_apps(ROOT / path):
+            for model in app.models:
+                configs = [build_llm_config(model, pool) for pool in model.pools]
+                configs += [build_draft_llm_config(model, worker) for worker in model.draft_workers]
+                for config in configs:
+                    assert config.runtime_env["env_vars"][engine_load.APP_ENGINE_ENV] == "1"
 
 
 def _context(current: int, in_flight: float, waiting: list[float], ttft: list[float], **config) -> AutoscalingContext:

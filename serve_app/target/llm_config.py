@@ -11,6 +11,7 @@ import re
 
 from ray.serve.llm import LLMConfig
 
+from serve_app.autoscaling.engine_load import APP_ENGINE_ENV
 from serve_app.config.architecture import resolve_source
 from serve_app.config.schema import WORKER_EXTENSION, AcceleratorConfig, AutoscalingConfig, ModelConfig, PoolConfig
 
@@ -45,8 +46,10 @@ def _engine_kwargs(model: ModelConfig, pool: PoolConfig) -> dict:
 
 def engine_placement(acc: AcceleratorConfig, tensor_parallel_size: int, gpu_fraction: float = 1.0) -> dict:
     """LLMConfig fields that place one engine replica: its bundles, accelerator type and env."""
+    # Marks the app's own engine processes, so the stat-logger plugin records in them alone.
+    env = {APP_ENGINE_ENV: "1"}
     if acc.kind == "cpu":
-        env = {"VLLM_CPU_KVCACHE_SPACE": DEFAULT_CPU_KVCACHE_GIB}
+        env["VLLM_CPU_KVCACHE_SPACE"] = DEFAULT_CPU_KVCACHE_GIB
         if tensor_parallel_size > 1:
             # vLLM's CPU backend needs one core bound per TP rank ("Not enough allowed NUMA nodes").
             env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tensor_parallel_size))
@@ -55,6 +58,7 @@ def engine_placement(acc: AcceleratorConfig, tensor_parallel_size: int, gpu_frac
     return {
         "accelerator_type": acc.type,
         "placement_group_config": {"bundle_per_worker": {"GPU": gpu_fraction}, "strategy": "STRICT_PACK"},
+        "runtime_env": {"env_vars": env},
     }
 
 
