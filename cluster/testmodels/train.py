@@ -112,7 +112,8 @@ def build_streams(data: Path, tok, recipe: Recipe) -> dict[str, Stream]:
     chunk = 2000
     for kind in tasks.GENERATORS:
         for i in range(0, recipe.examples_per_kind, chunk):
-            jobs.append((kind, str(data / "corpus.json.gz"), chunk, recipe.seed * 1000 + i))
+            jobs.append((kind, str(data / "corpus.json.gz"), min(chunk, recipe.examples_per_kind - i),
+                         recipe.seed * 1000 + i))
     # spawn, not fork: a forked run on the GPU machine printed nothing here in 10 minutes (cause
     # not established; a forked child can inherit a lock a library thread of the parent held).
     with ProcessPoolExecutor(max_workers=8, mp_context=multiprocessing.get_context("spawn")) as pool:

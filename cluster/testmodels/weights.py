@@ -63,14 +63,14 @@ def _overrides(recipe: dict) -> str:
     return f" --set {' '.join(changed)}" if changed else ""
 
 
-def ship(train_out: Path, data: Path, weights_dir: Path = WEIGHTS_DIR) -> dict:
+def ship(train_out: Path, data: Path, weights_dir: Path = WEIGHTS_DIR, command: str | None = None) -> dict:
     report = json.loads((train_out / "train_report.json").read_text())
     weights_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(data / "tokenizer.json", weights_dir / "tokenizer.json")
     for name in FILES[1:]:
         shutil.copyfile(train_out / name, weights_dir / name)
     manifest = {
-        "command": TRAIN_COMMAND.format(overrides=_overrides(report["recipe"])),
+        "command": command or TRAIN_COMMAND.format(overrides=_overrides(report["recipe"])),
         "recipe": report["recipe"],
         "trained_on": {"device": report["device"], "torch": report["torch"], "seconds": report["train_s"]},
         "sha256": {name: sha256(weights_dir / name) for name in FILES},
@@ -86,14 +86,15 @@ def ship(train_out: Path, data: Path, weights_dir: Path = WEIGHTS_DIR) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="verb", required=True)
     p_ship = sub.add_parser("ship", help="copy a training run's output into weights/ with a manifest")
     p_ship.add_argument("train_out", type=Path)
     p_ship.add_argument("--data", type=Path, default=Path(".gpu/testbed"))
+    p_ship.add_argument("--command", dest="train_command", help="what reproduces the run, if more than one train.py call (a script)")
     sub.add_parser("verify", help="check the shipped files against the manifest")
     args = parser.parse_args()
-    if args.command == "ship":
-        manifest = ship(args.train_out, args.data)
+    if args.verb == "ship":
+        manifest = ship(args.train_out, args.data, command=args.train_command)
         print(json.dumps(manifest["bytes"]))
     else:
         verify()
