@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from cluster.testmodels import tasks
 from cluster.testmodels.corpus import stdlib
 
-KINDS = tuple(tasks.GENERATORS)
 # What a coding assistant's traffic might look like; every kind the router must tell apart.
 MIX = {"code_edit": 0.25, "summarize": 0.15, "rag": 0.1, "agentic": 0.2, "chat": 0.3}
 
