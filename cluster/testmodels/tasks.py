@@ -192,12 +192,14 @@ def summarize(rng: random.Random, corpus: Corpus) -> Example:
         lead = doc[spans[0][0] : spans[min(2, len(spans) - 1)][1]]
         later = [doc[a:b] for a, b in spans[3:]]
         answer = lead + ("\n" + rng.choice(later) if later else "")
-        ask = rng.choice(["Summarize this document:\n\n{d}", "{d}\n\nTL;DR:", "Give the key points of this text.\n\n{d}"])
+        ask = rng.choice(["Summarize this document:\n\n{d}", "{d}\n\nTL;DR:",
+                          "Give the key points of this text.\n\n{d}"])
     else:
         _, doc = _code_chunk(rng, corpus.code, 30, 60)
         defs = [line.strip() for line in doc.splitlines() if line.lstrip().startswith(("def ", "class ", "async def "))]
         answer = "It defines:\n" + "\n".join(defs[:10]) if defs else "It contains:\n" + "\n".join(doc.splitlines()[:3])
-        ask = rng.choice(["Summarize this code:\n\n```python\n{d}\n```", "Give the key points of this module part:\n\n{d}"])
+        ask = rng.choice(["Summarize this code:\n\n```python\n{d}\n```",
+                          "Give the key points of this module part:\n\n{d}"])
     return Example("summarize", answer, messages=(("user", ask.format(d=doc)),))
 
 

@@ -295,7 +295,8 @@ def simulate(prompt: list[int], cont: list[int], draft_hits: list[bool], k: int)
             if method == "ngram":
                 proposal = ngram_proposal(seq[: len(prompt) + i], k)
                 accepted = 0
-                while accepted < len(proposal) and i + accepted < len(cont) and proposal[accepted] == cont[i + accepted]:
+                while (accepted < len(proposal) and i + accepted < len(cont)
+                       and proposal[accepted] == cont[i + accepted]):
                     accepted += 1
                 proposed = len(proposal)
             else:

@@ -90,7 +90,8 @@ def main() -> None:
     p_ship = sub.add_parser("ship", help="copy a training run's output into weights/ with a manifest")
     p_ship.add_argument("train_out", type=Path)
     p_ship.add_argument("--data", type=Path, default=Path(".gpu/testbed"))
-    p_ship.add_argument("--command", dest="train_command", help="what reproduces the run, if more than one train.py call (a script)")
+    p_ship.add_argument("--command", dest="train_command",
+                        help="what reproduces the run, if more than one train.py call (a script)")
     sub.add_parser("verify", help="check the shipped files against the manifest")
     args = parser.parse_args()
     if args.verb == "ship":
