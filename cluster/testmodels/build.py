@@ -28,7 +28,7 @@ import torch
 
 from cluster.testmodels import tasks
 from cluster.testmodels.corpus import stdlib
-from cluster.testmodels.llama import Shape, expand, new_model
+from cluster.testmodels.llama import Shape, expand, load_weights, new_model
 from cluster.testmodels.tokenizer import save_tokenizer
 from cluster.testmodels.weights import WEIGHTS_DIR, verify
 
@@ -53,13 +53,9 @@ def _progress(step: int, total: int, msg: str) -> None:
 
 
 def load_small(manifest: dict, which: str) -> torch.nn.Module:
-    from safetensors.torch import load_file
-
     recipe = manifest["recipe"]
     model = new_model(Shape(**recipe[which]), recipe["vocab_size"], recipe["max_positions"], seed=0)
-    state = {k: v.float() for k, v in load_file(str(WEIGHTS_DIR / f"{which}.safetensors")).items()}
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_weights(model, WEIGHTS_DIR / f"{which}.safetensors").eval()
 
 
 def _save(model, tok, out: Path, max_positions: int) -> None:

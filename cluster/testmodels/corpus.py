@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import random
 import sysconfig
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,17 +80,3 @@ def stdlib(held_out: bool) -> Corpus:
         _STDLIB = Corpus.from_stdlib()
     return _STDLIB.split(held_out)
 
-
-def code_snippets(held_out: bool, lines: int, count: int, seed: int) -> list[str]:
-    """`count` runs of `lines` consecutive non-trivial source lines, chosen with `seed`."""
-    rng = random.Random(seed)
-    texts = [t.text.splitlines() for t in stdlib(held_out).code]
-    texts = [t for t in texts if len(t) > lines * 2]
-    out: list[str] = []
-    while len(out) < count:
-        src = rng.choice(texts)
-        start = rng.randrange(0, len(src) - lines)
-        chunk = src[start : start + lines]
-        if sum(len(line.strip()) > 0 for line in chunk) >= lines * 0.7:
-            out.append("\n".join(chunk))
-    return out

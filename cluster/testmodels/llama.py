@@ -42,6 +42,14 @@ def new_model(shape: Shape, vocab_size: int, max_positions: int, seed: int) -> L
     return LlamaForCausalLM(shape.config(vocab_size, max_positions)).float()
 
 
+def load_weights(model: LlamaForCausalLM, path) -> LlamaForCausalLM:
+    """A state dict saved as safetensors (bf16 when shipped) into `model`, in fp32."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    return model
+
+
 @torch.no_grad()
 def expand(small: LlamaForCausalLM, big: Shape) -> LlamaForCausalLM:
     """Embed `small` exactly into a wider, deeper model (Net2Net-style, function-preserving).

@@ -31,7 +31,7 @@ SAMPLED_KINDS = ("code_edit", "chat")
 METHODS = {
     "none": None,
     "ngram": {"method": "ngram", "num_speculative_tokens": K, "prompt_lookup_min": 2, "prompt_lookup_max": 4},
-    "draft_model": {"method": "draft_model", "model": "{draft}", "num_speculative_tokens": K},
+    "draft_model": {"method": "draft_model", "num_speculative_tokens": K},  # the built draft added in main
 }
 
 
@@ -60,11 +60,11 @@ def _counters(llm) -> dict[str, float]:
     return out
 
 
-def _params(temperature: float, max_tokens: int = NEW_TOKENS):
+def _params(temperature: float):
     from vllm import SamplingParams
 
     # Answers end at the end-of-turn token, as served answers do.
-    return SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=0)
+    return SamplingParams(temperature=temperature, max_tokens=NEW_TOKENS, seed=0)
 
 
 def _prompts(kind: str, count: int) -> list[str]:
@@ -97,7 +97,7 @@ def main(model_dir: str, out_json: str) -> None:
     result: dict = {"k": K, "new_tokens": NEW_TOKENS, "acceptance": {}, "ms_per_token": {}}
     for method, spec in METHODS.items():
         _log(f"engine with {method}")
-        if spec and "model" in spec:
+        if method == "draft_model":
             spec = {**spec, "model": draft}
         llm = _engine(target, spec)
         _ms_per_token(llm, prompts["chat"][:1])  # warm-up (the ngram proposer compiles on first use)

@@ -69,16 +69,15 @@ class Example:
         return self.prompt_text() + self.answer + END + "\n"
 
 
-def render_chat(messages, add_generation_prompt: bool = True) -> str:
-    """The tokenizer's chat template (`tokenizer.CHAT_TEMPLATE`), without jinja."""
-    text = "".join(f"<|{role}|>\n{content}{END}\n" for role, content in messages)
-    return text + ("<|assistant|>\n" if add_generation_prompt else "")
+def render_chat(messages) -> str:
+    """The tokenizer's chat template (`tokenizer.CHAT_TEMPLATE`) with the generation prompt, without jinja."""
+    return "".join(f"<|{role}|>\n{content}{END}\n" for role, content in messages) + "<|assistant|>\n"
 
 
 # --- picking text ---------------------------------------------------------------------------
 
 def _code_chunk(rng: random.Random, code: tuple[Text, ...], min_lines: int, max_lines: int) -> tuple[Text, str]:
-    """Consecutive lines, mostly non-blank, starting at a line that is not a continuation."""
+    """Consecutive lines, mostly non-blank, the first non-blank and none over 120 characters."""
     while True:
         src = rng.choice(code)
         lines = src.text.splitlines()

@@ -21,6 +21,7 @@ simulated from the models' own predictions: the CPU build measures the real thin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from cluster.testmodels import tasks
 from cluster.testmodels.corpus import Corpus
-from cluster.testmodels.llama import Shape, new_model
+from cluster.testmodels.llama import Shape, load_weights, new_model
 
 BOS, EOS, PAD = 0, 1, 2
 FIRST_PLAIN_ID = 7  # after the special tokens
@@ -82,11 +83,15 @@ def _windows(ids: list[int], seq_len: int) -> list[list[int]]:
     return [ids[i : i + seq_len] for i in range(0, max(1, len(ids) - seq_len // 4), seq_len // 2)]
 
 
+@functools.lru_cache(maxsize=1)
+def _training_split(corpus_path: str) -> Corpus:
+    return Corpus.load(Path(corpus_path)).split(held_out=False)
+
+
 def _make_texts(args) -> list[str]:
-    """Training texts of one kind (run in a worker process)."""
+    """Training texts of one kind (run in a worker process, which loads the corpus once)."""
     kind, corpus_path, count, seed = args
-    corpus = Corpus.load(Path(corpus_path)).split(held_out=False)
-    return [e.training_text() for e in tasks.examples(kind, corpus, count, seed)]
+    return [e.training_text() for e in tasks.examples(kind, _training_split(corpus_path), count, seed)]
 
 
 class Stream:
@@ -105,8 +110,8 @@ class Stream:
         return self.rows[torch.randint(len(self.rows), (count,), generator=gen)]
 
 
-def build_streams(data: Path, tok, recipe: Recipe) -> dict[str, Stream]:
-    corpus = Corpus.load(data / "corpus.json.gz").split(held_out=False)
+def build_streams(data: Path, corpus: Corpus, tok, recipe: Recipe) -> dict[str, Stream]:
+    """`corpus` is the training split of DATA's corpus, which the workers load themselves."""
     rng = random.Random(recipe.seed)
     jobs = []
     chunk = 2000
@@ -124,10 +129,9 @@ def build_streams(data: Path, tok, recipe: Recipe) -> dict[str, Stream]:
     streams = {}
     for kind, texts in by_kind.items():
         streams[kind] = Stream([e.ids for e in tok.encode_batch(texts)], recipe.seq_len, rng)
-    code_ids = [e.ids for e in tok.encode_batch([t.text for t in corpus.code])]
-    prose_ids = [e.ids for e in tok.encode_batch([t.text for t in corpus.prose])]
-    streams["code"] = Stream([w for ids in code_ids for w in _windows(ids, recipe.seq_len)], recipe.seq_len, rng)
-    streams["prose"] = Stream([w for ids in prose_ids for w in _windows(ids, recipe.seq_len)], recipe.seq_len, rng)
+    for name, texts in (("code", corpus.code), ("prose", corpus.prose)):
+        ids = [e.ids for e in tok.encode_batch([t.text for t in texts])]
+        streams[name] = Stream([w for one in ids for w in _windows(one, recipe.seq_len)], recipe.seq_len, rng)
     return streams
 
 
@@ -312,8 +316,8 @@ def simulate(prompt: list[int], cont: list[int], draft_hits: list[bool], k: int)
 
 
 @torch.no_grad()
-def evaluate(target, draft, tok, data: Path, recipe: Recipe, log) -> dict:
-    corpus = Corpus.load(data / "corpus.json.gz").split(held_out=True)
+def evaluate(target, draft, tok, corpus: Corpus, recipe: Recipe, log) -> dict:
+    """`corpus` is the held-out split."""
     report = {}
     for kind in tasks.GENERATORS:
         examples = tasks.examples(kind, corpus, recipe.eval_prompts, seed=99)
@@ -386,23 +390,22 @@ def main() -> None:
     for text, ids in json.loads((args.data / "tokenizer_check.json").read_text()):
         assert tok.encode(text).ids == ids, "this machine's tokenizers library encodes differently"
     log(f"making {recipe.examples_per_kind} training examples of each kind")
-    streams = build_streams(args.data, tok, recipe)
+    corpus = Corpus.load(args.data / "corpus.json.gz")
+    train_split = corpus.split(held_out=False)
+    streams = build_streams(args.data, train_split, tok, recipe)
     markers = [tok.encode(m).ids for m in COPY_MARKERS]
     log("data: " + ", ".join(f"{k} {len(s.rows)} rows" for k, s in streams.items()))
 
     target = new_model(recipe.target, recipe.vocab_size, recipe.max_positions, recipe.seed)
     if recipe.init_target:
-        from safetensors.torch import load_file
-
-        target.load_state_dict({k: v.float() for k, v in load_file(recipe.init_target).items()})
+        load_weights(target, recipe.init_target)
     target = target.to(DEV)
     target_history = train_target(target, streams, markers, recipe, log)
     _save(target, args.out / "target.safetensors")
 
-    corpus = Corpus.load(args.data / "corpus.json.gz").split(held_out=False)
     per_kind = recipe.distill_prompts // (len(tasks.GENERATORS) + 1)
     prompts = [tok.encode(e.prompt_text()).ids[-(recipe.seq_len - recipe.distill_new_tokens):]
-               for kind in tasks.GENERATORS for e in tasks.examples(kind, corpus, per_kind, seed=7)]
+               for kind in tasks.GENERATORS for e in tasks.examples(kind, train_split, per_kind, seed=7)]
     code_rows = streams["code"].sample(per_kind, torch.Generator().manual_seed(5))
     prompts += [row[: random.randint(32, 256)].tolist() for row in code_rows]
     n_sampled = int(len(prompts) * recipe.distill_sampled_fraction)
@@ -415,7 +418,7 @@ def main() -> None:
     draft_history = distill_draft(draft, target, [p + c for p, c in zip(prompts, conts)], recipe, log)
     _save(draft, args.out / "draft.safetensors")
 
-    evaluation = evaluate(target, draft, tok, args.data, recipe, log)
+    evaluation = evaluate(target, draft, tok, corpus.split(held_out=True), recipe, log)
     report = {"recipe": {**asdict(recipe), "target": asdict(recipe.target), "draft": asdict(recipe.draft)},
               "target_history": target_history, "draft_history": draft_history, "evaluation": evaluation,
               "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__,

@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MANIFEST = WEIGHTS_DIR / "manifest.json"
 FILES = ("tokenizer.json", "target.safetensors", "draft.safetensors")
 TRAIN_COMMAND = ("python -m cluster.testmodels.dataset --out .gpu/testbed && "
                  "python -m cluster.testmodels.train --data .gpu/testbed --out OUT{overrides} && "
