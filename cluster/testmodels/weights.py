@@ -51,7 +51,7 @@ def _overrides(recipe: dict) -> str:
     """The `--set` arguments that reproduce `recipe` from the defaults of `train.Recipe`."""
     from dataclasses import asdict
 
-    from cluster.testmodels.train import Recipe
+    from cluster.testmodels.recipe import Recipe
 
     defaults = asdict(Recipe())
     changed = []
@@ -79,6 +79,8 @@ def ship(train_out: Path, data: Path, weights_dir: Path = WEIGHTS_DIR, command: 
         "target_history": report["target_history"],
         "draft_history": report["draft_history"],
     }
+    if "init_target_run" in report:
+        manifest["init_target_run"] = report["init_target_run"]
     (weights_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
