@@ -13,10 +13,10 @@ from cluster.testmodels import tasks, weights
 from cluster.testmodels.build import DEFAULT_OUT
 from cluster.testmodels.corpus import Corpus, stdlib
 
-# Greedy, k=4. Edits: the bar the testbed was built to (0.72 measured on the shipped pair).
-# Quotes: 0.57-0.59 measured; a margin for vLLM's batch composition on CPU.
+# Greedy, k=4: the bars the testbed was built to. Edits: 0.72 measured on the shipped pair;
+# chat: the draft 0.67 (prompt lookup 0.24).
 MIN_NGRAM_ON_EDITS = 0.6
-MIN_NGRAM_ON_QUOTES = 0.45
+MIN_DRAFT_ON_CHAT = 0.6
 
 
 def _config(name: str) -> dict:
@@ -54,16 +54,34 @@ def test_prompt_lookup_wins_acceptance_on_code_edits(test_models):
     assert edits["ngram"]["acceptance_rate"] > 2 * edits["draft_model"]["acceptance_rate"]
 
 
-@pytest.mark.parametrize("kind", ["summarize", "agentic"])
+@pytest.mark.parametrize("kind", ["summarize", "rag"])
 def test_answers_that_quote_a_long_prompt_are_prompt_lookups_case_too(test_models, kind):
     # Prompts of 400-900 tokens: a target that never saw such positions answers them with noise.
     row = test_models["measured"]["acceptance"][kind]
-    assert row["ngram"]["acceptance_rate"] >= MIN_NGRAM_ON_QUOTES
     assert row["ngram"]["acceptance_rate"] > row["draft_model"]["acceptance_rate"]
 
 
+def test_the_draft_wins_acceptance_on_chat(test_models):
+    chat = test_models["measured"]["acceptance"]["chat"]
+    assert chat["draft_model"]["acceptance_rate"] >= MIN_DRAFT_ON_CHAT
+    assert chat["draft_model"]["acceptance_rate"] > 2 * chat["ngram"]["acceptance_rate"]
+
+
+def _weights_read_per_token(config: dict) -> int:
+    """Parameters a decode step reads per token (all but the embedding table), which is what
+    a token costs on a GPU."""
+    h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    kv = config["num_key_value_heads"] * config["head_dim"]
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * i) + h * config["vocab_size"]
+
+
 def test_target_costs_several_drafts(test_models):
-    assert test_models["measured"]["cost_ratio"] >= 8
+    # By construction (the weights each token reads), not by the CPU timing in the report,
+    # which is printed: tests assert behaviour, benchmarks measure speed.
+    ratio = _weights_read_per_token(_config("target")) / _weights_read_per_token(_config("draft"))
+    print(f"weights read per token, target/draft: {ratio:.1f}; "
+          f"measured on this CPU: {test_models['measured']['cost_ratio']:.1f}")
+    assert ratio >= 8
 
 
 def test_target_and_draft_share_one_tokenizer_and_head_dim(test_models):
@@ -82,25 +100,25 @@ def test_tokenizer_chat_template_is_the_one_training_used(test_models):
     assert text == tasks.render_chat(messages)
 
 
-def test_every_kind_of_request_is_made_deterministically_from_held_out_text():
+def test_every_kind_of_request_is_made_deterministically_and_copying_kinds_from_held_out_text():
     held_out, train = stdlib(held_out=True), stdlib(held_out=False)
     assert {t.name for t in held_out.code}.isdisjoint(t.name for t in train.code)
     for kind in tasks.GENERATORS:
-        first, again = tasks.examples(kind, held_out, 5, seed=1), tasks.examples(kind, held_out, 5, seed=1)
-        assert first == again and first != tasks.examples(kind, held_out, 5, seed=2)
+        first = tasks.served(kind, 5, seed=1)
+        assert first == tasks.served(kind, 5, seed=1) and first != tasks.served(kind, 5, seed=2)
         assert all(e.answer and (e.messages or e.prompt) for e in first)
+        split = held_out if kind in ("code_edit", "code_edit_completion", "summarize", "rag", "agentic") else train
+        assert first == tasks.examples(kind, split, 5, seed=1)
 
 
 def test_edit_answers_copy_the_prompt_and_chat_answers_do_not():
-    held_out = stdlib(held_out=True)
-
     def overlap(e: tasks.Example) -> float:
         grams = lambda s: {s[i : i + 12] for i in range(len(s) - 11)}  # noqa: E731
         answer = grams(e.answer)
         return len(answer & grams(e.prompt_text())) / max(1, len(answer))
 
-    edits = [overlap(e) for e in tasks.examples("code_edit", held_out, 20, seed=4)]
-    chats = [overlap(e) for e in tasks.examples("chat", held_out, 20, seed=4)]
+    edits = [overlap(e) for e in tasks.served("code_edit", 20, seed=4)]
+    chats = [overlap(e) for e in tasks.served("chat", 20, seed=4)]
     assert min(edits) > 0.5 and sum(chats) / len(chats) < 0.2
 
 

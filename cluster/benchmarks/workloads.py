@@ -1,8 +1,10 @@
-"""Request workloads for the benchmarks: the testbed's kinds of request, from held-out text.
+"""Request workloads for the benchmarks: the testbed's kinds of request.
 
-Each kind is made by its generator in `cluster/testmodels/tasks.py` (documented there) from
-the held-out split of the corpus, the same way the test target's training examples were made
-from the training split, so the served model does with them what it learned to do:
+Each kind is made by its generator in `cluster/testmodels/tasks.py` (documented there), the
+same way the test target's training examples were made, so the served model does with them
+what it learned to do. The kinds whose answers copy the prompt come from held-out text (the
+model must copy, it cannot recall); chat and free-form continuation come from the text the
+model learnt, as a real model is asked about what it knows (`tasks.served`):
 
 - code_edit: a snippet and an edit instruction (chat); the answer copies the snippet, edited.
 - code_edit_completion: the same as a completion ending in `# edited version:`.
@@ -11,7 +13,8 @@ from the training split, so the served model does with them what it learned to d
 - rag: three passages and a question; the answer quotes one passage.
 - agentic: a tool loop cut at one assistant turn; tool calls repeat one JSON structure and
   quote the observations.
-- chat: a question whose answer (reference prose, a docstring) is not in the prompt.
+- chat: a question whose answer (reference prose, a docstring the model learnt) is not in the
+  prompt.
 - free_form: the opening lines of code to continue.
 
 `mixed` draws kinds in the stated proportions `MIX`, with no class hints, for the router.
@@ -23,7 +26,6 @@ import random
 from dataclasses import dataclass
 
 from cluster.testmodels import tasks
-from cluster.testmodels.corpus import stdlib
 
 # What a coding assistant's traffic might look like; every kind the router must tell apart.
 MIX = {"code_edit": 0.25, "summarize": 0.15, "rag": 0.1, "agentic": 0.2, "chat": 0.3}
@@ -37,7 +39,7 @@ class Workload:
 
 
 def of_kind(kind: str, count: int, max_tokens: int, seed: int = 11) -> Workload:
-    examples = tasks.examples(kind, stdlib(held_out=True), count, seed)
+    examples = tasks.served(kind, count, seed)
     return Workload(kind, tuple({**e.body(), "max_tokens": max_tokens} for e in examples), max_tokens)
 
 

@@ -20,7 +20,6 @@ import sys
 import time
 
 from cluster.testmodels import tasks
-from cluster.testmodels.corpus import stdlib
 
 K = 4
 NEW_TOKENS = 64
@@ -68,7 +67,7 @@ def _params(temperature: float):
 
 
 def _prompts(kind: str, count: int) -> list[str]:
-    return [e.prompt_text() for e in tasks.examples(kind, stdlib(held_out=True), count, seed=3)]
+    return [e.prompt_text() for e in tasks.served(kind, count, seed=3)]
 
 
 def _acceptance(llm, prompts: list[str], temperature: float) -> dict:
