@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +14,8 @@ from serve_app.config.schema import AppConfig, RouterConfig, format_validation_e
 from serve_app.proposer.request_spec import RequestSpec
 from serve_app.router.classifier import classify, features
 from serve_app.router.policy import Policy
+from serve_app.router.route import (CLASS_HEADER, K_HEADER, METHOD_HEADER, POOL_HEADER, RouteError, load_per_replica,
+                                    route, routed_spec)
 from tests.conftest import LOCAL_CONFIG, ROOT
 
 CLASSES = {"code_edit", "summarize", "agentic", "chat", "bulk"}
@@ -160,3 +163,52 @@ def test_acceptance_book_settles_drafts_from_what_was_sampled():
     assert (tally["drafts"], tally["draft_tokens"], tally["accepted_tokens"]) == (2, 6, 2)  # as vLLM counts them
     assert tally["asked_per_position"] == [3, 3, 2, 1]
     assert tally["accepted_per_position"] == [1, 1, 0, 0]
+
+
+def _local_model():
+    return AppConfig.model_validate(_local_args()).models[0]
+
+
+def test_route_follows_headers_then_plain_only_params_then_the_policy(test_models):
+    model = _local_model()
+    policy = Policy(model.router.model_copy(update={"policy": "static"}))
+    explicit = route(model, _chat("hi"), {POOL_HEADER: "routed", METHOD_HEADER: "remote_draft"}, policy, 0)
+    assert (explicit.pool.name, explicit.method, explicit.reason) == ("routed", "remote_draft", "explicit")
+    plain = route(model, _chat("hi", min_p=0.1), {}, policy, 0)
+    assert (plain.pool.name, plain.method, plain.reason) == ("plain", "none", "unsupported_params")
+    forced = route(model, _chat("hi"), {METHOD_HEADER: "draft_model"}, policy, 0)
+    assert (forced.pool.name, forced.method, forced.reason) == ("draft", "draft_model", "explicit")
+    edit = route(model, _chat("Rename r to radius in this code:\n" + CODE), {}, policy, 0)
+    assert (edit.request_class, edit.pool.name, edit.method, edit.reason) == ("code_edit", "routed", "ngram", "static")
+    loaded = route(model, _chat("Rename r to radius in this code:\n" + CODE), {}, policy, 99)
+    assert (loaded.pool.name, loaded.method, loaded.reason) == ("plain", "none", "high_load")
+    assert route(model, _chat("hi"), {CLASS_HEADER: "chat"}, policy, 0).method == "draft_model"
+
+
+@pytest.mark.parametrize("headers, words", [
+    ({POOL_HEADER: "nope"}, ["unknown pool 'nope'", "plain", "routed"]),
+    ({POOL_HEADER: "draft", METHOD_HEADER: "ngram"}, ["cannot run method 'ngram'", "draft_model"]),
+    ({METHOD_HEADER: "eagle3"}, ["no pool", "eagle3"]),
+    ({CLASS_HEADER: "poetry"}, ["unknown request class 'poetry'", "code_edit"]),
+])
+def test_route_names_what_to_change_in_a_bad_request(test_models, headers, words):
+    model = _local_model()
+    with pytest.raises(RouteError) as info:
+        route(model, _chat("hi"), headers, Policy(model.router), 0)
+    assert all(w in str(info.value) for w in words)
+
+
+def test_routed_spec_takes_a_pinned_k_within_the_pool_or_the_class_k(test_models):
+    model = _local_model()
+    chosen = route(model, _chat("Rename r to radius in this code:\n" + CODE), {}, Policy(model.router), 0)
+    assert routed_spec(model, chosen, {K_HEADER: "2"}) == RequestSpec("ngram", 2, "code_edit")
+    assert routed_spec(model, chosen, {}) == RequestSpec("ngram", 4, "code_edit", tuned=True)
+    for bad in ("0", "9", "x"):
+        with pytest.raises(RouteError, match="x-spec-k must be an integer from 1 to 8"):
+            routed_spec(model, chosen, {K_HEADER: bad})
+
+
+def test_load_counts_this_models_requests_per_target_replica(test_models):
+    model = _local_model()
+    in_flight = Counter({(model.id, "routed"): 4, (model.id, "plain"): 2, ("other", "routed"): 9})
+    assert load_per_replica(model, in_flight) == 2.0  # 6 requests over 3 pools of one replica

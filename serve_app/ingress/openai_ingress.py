@@ -1,8 +1,8 @@
 """OpenAI-compatible HTTP ingress that routes each request to a target pool and method.
 
 Built on Ray Serve LLM's `OpenAiIngress` (request parsing, streaming, OpenAI error shape):
-this class decides, per request, its class, its speculation method and the pool serving it,
-and reports them. The decision is kept in a context variable for the duration of the request,
+this class wires each request to the router's decision (`router/route.py`: its class, its
+speculation method and the pool serving it) and reports it. The decision is kept in a context variable for the duration of the request,
 because the base class asks for a handle by model id alone (`_get_configured_serve_handle`).
 """
 
@@ -13,7 +13,6 @@ import json
 import time
 from collections import Counter
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import AsyncIterator
 
 from fastapi import HTTPException, Request, status
@@ -25,17 +24,14 @@ from ray.serve.llm.ingress import OpenAiIngress
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.entrypoints.generate.base.protocol import StreamOptions
 
-from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig
+from serve_app.config.schema import AppConfig, ModelConfig
 from serve_app.observability import metrics
-from serve_app.proposer.request_spec import DEFAULT_CLASS, RequestSpec
-from serve_app.router.classifier import classify, features
+from serve_app.proposer.request_spec import RequestSpec
 from serve_app.router.policy import Policy
+from serve_app.router import route as routing
+from serve_app.router.route import CLASS_HEADER, METHOD_HEADER, POOL_HEADER, Route
 
-POOL_HEADER = "x-spec-pool"
-METHOD_HEADER = "x-spec-method"
-CLASS_HEADER = "x-request-class"
 REASON_HEADER = "x-spec-reason"
-K_HEADER = "x-spec-k"
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models", response_model=ModelList),
@@ -59,33 +55,11 @@ class PinRequest(BaseModel):
     k: int | None
 
 
-@dataclass(frozen=True)
-class Route:
-    model: str
-    pool: PoolConfig
-    method: str
-    request_class: str
-    reason: str  # explicit | default | unsupported_params | or the policy's reason
-
-    def tags(self) -> dict[str, str]:
-        return {"model": self.model, "pool": self.pool.name, "method": self.method,
-                "request_class": self.request_class}
-
-
 _current_route: ContextVar[Route] = ContextVar("current_route")
 
 
 def _bad_request(message: str) -> OpenAIHTTPException:
     return OpenAIHTTPException(status_code=status.HTTP_400_BAD_REQUEST, message=message, type="BadRequestError")
-
-
-def _needs_plain_decoding(body) -> str | None:
-    """vLLM rejects these sampling parameters whenever speculation is configured."""
-    if getattr(body, "min_p", None):
-        return "min_p"
-    if getattr(body, "logit_bias", None):
-        return "logit_bias"
-    return None
 
 
 class SpecIngress(OpenAiIngress):
@@ -102,63 +76,15 @@ class SpecIngress(OpenAiIngress):
         self._policies = {m.id: Policy(m.router) for m in app_config.models if m.router is not None}
         self._in_flight: Counter[tuple[str, str]] = Counter()
 
-    def _route(self, model: ModelConfig, body, headers) -> Route:
-        request_class = self._request_class(model, body, headers)
-        if pool_name := headers.get(POOL_HEADER):
-            pool = next((p for p in model.pools if p.name == pool_name), None)
-            if pool is None:
-                raise _bad_request(f"unknown pool '{pool_name}' in header {POOL_HEADER} for model '{model.id}'; "
-                                   f"pools: {[p.name for p in model.pools]}")
-            method = headers.get(METHOD_HEADER) or pool.speculation.methods()[0]
-            if method not in pool.speculation.methods():
-                raise _bad_request(f"pool '{pool.name}' cannot run method '{method}'; it runs "
-                                   f"{list(pool.speculation.methods())}")
-            return Route(model.id, pool, method, request_class, "explicit")
-        if param := _needs_plain_decoding(body):
-            pool = next((p for p in model.pools if p.speculation.method == "none"), None)
-            if pool is None:
-                raise _bad_request(f"'{param}' cannot be used with speculative decoding and model '{model.id}' has "
-                                   f"no pool without it; remove '{param}'")
-            return Route(model.id, pool, "none", request_class, "unsupported_params")
-        if method := headers.get(METHOD_HEADER):
-            reason = "explicit"
-        elif model.id in self._policies:
-            choice = self._policies[model.id].choose(request_class, self._load(model))
-            method, reason = choice.method, choice.reason
-        else:
-            pool = model.pool(None)
-            return Route(model.id, pool, pool.speculation.methods()[0], request_class, "default")
-        pool = model.pool_for_method(method)
-        if pool is None:
-            raise _bad_request(f"no pool of model '{model.id}' runs method '{method}'")
-        return Route(model.id, pool, method, request_class, reason)
-
-    def _request_class(self, model: ModelConfig, body, headers) -> str:
-        if model.router is None:
-            return headers.get(CLASS_HEADER, DEFAULT_CLASS)
-        names = {c.name for c in model.router.classes}
-        explicit = headers.get(CLASS_HEADER)
-        if explicit is not None and explicit not in names:
-            raise _bad_request(f"unknown request class '{explicit}' in header {CLASS_HEADER}; classes: {sorted(names)}")
-        return explicit or classify(features(body), names, model.router.default_class)
-
-    @staticmethod
-    def _routed_spec(model: ModelConfig, route: Route, headers) -> RequestSpec:
-        """What a request on a routed pool asks of the proposer: the k of the x-spec-k header, pinned;
-        else its class's k, which the pool's spec tuner (if any) replaces with the k it tuned."""
-        k_max = route.pool.speculation.num_speculative_tokens
-        if explicit := headers.get(K_HEADER):
-            if not explicit.isdigit() or not 1 <= int(explicit) <= k_max:
-                raise _bad_request(f"header {K_HEADER} must be an integer from 1 to {k_max} for pool "
-                                   f"'{route.pool.name}', got '{explicit}'")
-            return RequestSpec(route.method, int(explicit), route.request_class)
-        return RequestSpec(route.method, model.class_k(route.request_class, route.pool), route.request_class,
-                           tuned=True)
-
-    def _load(self, model: ModelConfig) -> float:
-        """Requests in flight through this ingress per target replica (at the pools' minimum size)."""
-        replicas = sum(max(1, p.autoscaling.min_replicas) for p in model.pools)
-        return sum(n for (m, _), n in self._in_flight.items() if m == model.id) / replicas
+    def _route(self, model: ModelConfig, body, headers) -> tuple[Route, RequestSpec | None]:
+        """The request's route, and for a routed pool what it asks of the proposer."""
+        try:
+            chosen = routing.route(model, body, headers, self._policies.get(model.id),
+                                   routing.load_per_replica(model, self._in_flight))
+            routed = chosen.pool.speculation.method == "routed"
+            return chosen, routing.routed_spec(model, chosen, headers) if routed else None
+        except routing.RouteError as e:
+            raise _bad_request(str(e)) from e
 
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
         route = _current_route.get()
@@ -177,11 +103,10 @@ class SpecIngress(OpenAiIngress):
         model_id = await self._get_model_id(body.model)
         body.model = model_id
         model = self._models[model_id]
-        route = self._route(model, body, raw_request.headers)
+        route, spec = self._route(model, body, raw_request.headers)
         metrics.router_choices().inc(tags={"model": model_id, "request_class": route.request_class,
                                            "method": route.method, "reason": route.reason})
-        if route.pool.speculation.method == "routed":
-            spec = self._routed_spec(model, route, raw_request.headers)
+        if spec is not None:
             body.vllm_xargs = {**(body.vllm_xargs or {}), **spec.to_xargs()}
         if getattr(body, "stream", False):
             # `usage` in every answer, streaming too: vLLM then ends the stream with a usage chunk.
