@@ -76,7 +76,7 @@ def test_high_load_drops_to_no_speculation():
 
 
 def test_learned_policy_tries_every_method_then_keeps_the_fastest():
-    policy = Policy(_router(policy="learned", exploration=0.3, exploration_decay=0.9, min_exploration=0.0))
+    policy = Policy(_router(policy="learned", exploration=0.3, exploration_decay=0.98, min_exploration=0.0))
     speed = {"ngram": 40.0, "draft_model": 25.0, "none": 30.0}  # decode tokens/s per method
     tried = []
     for _ in range(3):
@@ -86,7 +86,7 @@ def test_learned_policy_tries_every_method_then_keeps_the_fastest():
         policy.observe("chat", choice.method, speed[choice.method])
     assert tried[0] == "draft_model" and set(tried) == set(speed)
     choices = []
-    for _ in range(200):
+    for _ in range(300):
         choice = policy.choose("chat", 0)
         policy.observe("chat", choice.method, speed[choice.method])
         choices.append(choice.method)
@@ -94,10 +94,38 @@ def test_learned_policy_tries_every_method_then_keeps_the_fastest():
     assert choices.count("ngram") > 150
 
 
+def test_thin_or_marginal_evidence_does_not_replace_the_class_default():
+    policy = Policy(_router(policy="learned", exploration=0.0, min_exploration=0.0, min_samples=5,
+                            switch_margin=0.1))
+    for method, rate in [("draft_model", 30.0), ("ngram", 36.0), ("none", 20.0)]:
+        policy.observe("chat", method, rate)
+    assert policy.choose("chat", 0).method == "draft_model"  # ngram: one sample, 20% faster
+    for _ in range(4):
+        policy.observe("chat", "ngram", 31.0)  # five samples now, but within the margin
+    assert policy.choose("chat", 0).method == "draft_model"
+    for _ in range(10):
+        policy.observe("chat", "ngram", 40.0)
+    assert policy.choose("chat", 0).method == "ngram"
+
+
+def test_exploration_goes_where_evidence_is_thinnest():
+    policy = Policy(_router(policy="learned", exploration=1.0, exploration_decay=1.0))
+    for method in ("draft_model", "ngram", "none"):
+        policy.observe("chat", method, 30.0)
+    for _ in range(3):
+        policy.observe("chat", "draft_model", 30.0)
+    picks = []
+    for _ in range(4):
+        choice = policy.choose("chat", 0)
+        policy.observe("chat", choice.method, 30.0)
+        picks.append(choice.method)
+    assert sorted(picks[:2]) == ["ngram", "none"] and "draft_model" not in picks[:2]
+
+
 def test_learned_policy_falls_back_to_none_when_speculation_stops_paying():
     """Acceptance below break-even shows as a lower decode rate than plain decoding."""
     policy = Policy(_router(policy="learned", exploration=0.0, min_exploration=0.0))
-    for method, rate in [("ngram", 40.0), ("draft_model", 30.0), ("none", 35.0)]:
+    for method, rate in [("ngram", 40.0), ("draft_model", 30.0)] + [("none", 35.0)] * 5:
         policy.observe("code_edit", method, rate)
     assert policy.choose("code_edit", 0).method == "ngram"
     for _ in range(10):  # the workload shifts: ngram drafts stop being accepted

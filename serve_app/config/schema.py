@@ -255,6 +255,10 @@ class RouterConfig(_Strict):
     exploration_decay: float = Field(0.98, gt=0, le=1)
     min_exploration: float = Field(0.02, ge=0, le=1)
     reward_smoothing: float = Field(0.3, gt=0, le=1, description="EWMA weight of the newest reward.")
+    # One request's decode rate moves with the load and the output far more than with the method,
+    # so the class default holds until another method has this many rewards and beats it by this.
+    min_samples: int = Field(5, ge=1, description="Rewards a method needs before it can replace the class default.")
+    switch_margin: float = Field(0.1, ge=0, description="How much faster (relative) it must be than the default.")
     # Under load, verifying drafts costs more than it saves: above this many requests in flight
     # per target replica, requests go without speculation.
     high_load_in_flight: int = Field(16, ge=1)

@@ -4,8 +4,12 @@ The static policy returns the class's configured default. The learned policy is 
 epsilon-greedy bandit per class over the methods the class allows, plus "none": the reward is
 the decode rate a request saw (completion tokens per second after its first token), which is
 what speculation is for, so a method whose acceptance falls below break-even loses to "none"
-on its own numbers. Exploration decays per decision down to a floor. Both policies drop to
-"none" when the target pools are loaded past the configured in-flight threshold.
+on its own numbers. Exploration decays per decision down to a floor and goes to the method with
+the fewest rewards, so evidence builds where it is thinnest. The class default holds until
+another method has `min_samples` rewards and a mean `switch_margin` above the default's: one
+request's rate moves with the load and its length far more than with the method, and a bandit
+that trusted one sample sent code edits to "none" after a single slow request. Both policies
+drop to "none" when the target pools are loaded past the configured in-flight threshold.
 """
 
 from __future__ import annotations
@@ -62,9 +66,16 @@ class Policy:
         if untried:
             return Choice(default if default in untried else untried[0], "explore")
         if self.rng.random() < epsilon:
-            return Choice(self.rng.choice(sorted(state.arms)), "explore")
-        best = max(state.arms.items(), key=lambda item: item[1].reward)[0]
-        return Choice(best, "exploit")
+            fewest = min(arm.pulls for arm in state.arms.values())
+            return Choice(self.rng.choice(sorted(m for m, arm in state.arms.items() if arm.pulls == fewest)),
+                          "explore")
+        return Choice(self._best(state, default), "exploit")
+
+    def _best(self, state: _ClassState, default: str) -> str:
+        bar = state.arms[default].reward * (1 + self.config.switch_margin)
+        proven = {m: arm.reward for m, arm in state.arms.items()
+                  if m != default and arm.pulls >= self.config.min_samples and arm.reward > bar}
+        return max(proven, key=proven.get) if proven else default
 
     def observe(self, request_class: str, method: str, decode_tokens_per_s: float) -> None:
         arm = self._state[request_class].arms.get(method)
