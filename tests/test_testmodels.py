@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from cluster.testmodels import tasks, weights
 from cluster.testmodels.build import DEFAULT_OUT
-from cluster.testmodels.corpus import Corpus, stdlib
+from cluster.testmodels.corpus import stdlib
 
 # Greedy, k=4: the bars the testbed was built to. Edits: 0.72 measured on the shipped pair;
 # chat: the draft 0.67 (prompt lookup 0.24).
@@ -120,9 +120,3 @@ def test_edit_answers_copy_the_prompt_and_chat_answers_do_not():
     edits = [overlap(e) for e in tasks.served("code_edit", 20, seed=4)]
     chats = [overlap(e) for e in tasks.served("chat", 20, seed=4)]
     assert min(edits) > 0.5 and sum(chats) / len(chats) < 0.2
-
-
-def test_corpus_survives_a_round_trip(tmp_path):
-    corpus = Corpus(stdlib(held_out=True).code[:3], stdlib(held_out=True).prose[:2])
-    corpus.save(tmp_path / "c.json.gz")
-    assert Corpus.load(tmp_path / "c.json.gz") == corpus

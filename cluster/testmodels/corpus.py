@@ -2,22 +2,19 @@
 
 Two kinds of text: code (the library's modules and packages, minus tests and generated
 tables) and prose (the language reference's topics in `pydoc_data`). Each is split
-deterministically, by a hash of its name, into a training set and a held-out set; benchmarks
-and the models' measurements draw their prompts from the held-out set, so the models are never
-scored on text they were trained on.
+deterministically, by a hash of its name, into a training set and a held-out set; requests
+whose answers copy the prompt are drawn from the held-out set, so copying there cannot be
+recall (`tasks.served` says which kinds come from which set).
 
-The weights are trained once on a GPU machine whose Python differs from this one's, so the
-corpus they were trained on is written to a file (`Corpus.save`) and travels with the
-training command; everything here is standard library only, so it runs there too.
+The weights are trained on a GPU machine whose Python differs from this one's, so the text
+work happens here and travels as token arrays (`dataset.py`).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import sysconfig
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # Folders whose files teach nothing a code model should know (tests, generated tables).
@@ -44,15 +41,6 @@ class Corpus:
     def split(self, held_out: bool) -> "Corpus":
         return Corpus(tuple(t for t in self.code if _is_held_out(t.name) == held_out),
                       tuple(t for t in self.prose if _is_held_out(t.name) == held_out))
-
-    def save(self, path: Path) -> None:
-        payload = {"code": [asdict(t) for t in self.code], "prose": [asdict(t) for t in self.prose]}
-        path.write_bytes(gzip.compress(json.dumps(payload).encode(), mtime=0))
-
-    @staticmethod
-    def load(path: Path) -> "Corpus":
-        payload = json.loads(gzip.decompress(path.read_bytes()))
-        return Corpus(tuple(Text(**t) for t in payload["code"]), tuple(Text(**t) for t in payload["prose"]))
 
     @staticmethod
     def from_stdlib() -> "Corpus":

@@ -5,10 +5,9 @@
 Runs here (CPU, a minute or two). All text work happens here, so the GPU machine runs only
 tensor code: an earlier design made the examples there, in worker processes, and twice printed
 nothing for ten minutes. Writes, for the recipe's data fields (`recipe.DATA_FIELDS`):
-- OUT/corpus.json.gz: this interpreter's standard library, split into training and held out;
-- OUT/tokenizer.json: a byte-level BPE trained on the training split, and
-  OUT/tokenizer_check.json: texts with the ids this machine's `tokenizers` gives them, so the
-  GPU machine can prove its library decodes alike;
+- OUT/tokenizer.json: a byte-level BPE trained on the training split of this interpreter's
+  standard library (`corpus.py`), and OUT/tokenizer_check.json: texts with the ids this
+  machine's `tokenizers` gives them, so the GPU machine can prove its library encodes alike;
 - OUT/tokens.npz: rows of `seq_len` tokens for each kind of request (`tasks.py`) and for plain
   code and prose, all from the training split; and prompts and reference answers of every kind
   for the evaluation, from the split each kind is served from (`tasks.held_out_for`);
@@ -56,7 +55,6 @@ def unragged(arrays, name: str) -> list[list[int]]:
 def prepare(out: Path, recipe: Recipe, log=print) -> None:
     out.mkdir(parents=True, exist_ok=True)
     corpus = Corpus.from_stdlib()
-    corpus.save(out / "corpus.json.gz")
     train = corpus.split(held_out=False)
     tok = train_tokenizer([t.text for t in train.code + train.prose], recipe.vocab_size)
     tok.save(str(out / "tokenizer.json"))
