@@ -6,7 +6,7 @@ the decode rate a request saw (completion tokens per second after its first toke
 what speculation is for, so a method whose acceptance falls below break-even loses to "none"
 on its own numbers. Exploration decays per decision down to a floor and goes to the method with
 the fewest rewards, so evidence builds where it is thinnest. The class default holds until
-another method has `min_samples` rewards and a mean `switch_margin` above the default's: one
+another method has `min_samples` rewards and a reward (EWMA) `switch_margin` above the default's: one
 request's rate moves with the load and its length far more than with the method, and a bandit
 that trusted one sample sent code edits to "none" after a single slow request. Both policies
 drop to "none" when the target pools are loaded past the configured in-flight threshold.
