@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
+
+_START = time.monotonic()
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -25,3 +29,8 @@ def write(out: Path, name: str, rows: list[dict], table: str) -> None:
     (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
     (out / f"{name}.md").write_text(table)
     print(table)
+
+
+def progress(message: str) -> None:
+    """One line per finished arm on stderr, so a run of many minutes shows where it is."""
+    print(f"[{time.monotonic() - _START:5.0f}s] {message}", file=sys.stderr, flush=True)

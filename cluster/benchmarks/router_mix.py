@@ -41,6 +41,7 @@ def run(base_url: str, model: str, methods: list[str], concurrencies: list[int],
     for headers in arms.values():  # engine caches, the ngram JIT
         asyncio.run(run_load(base_url, _tagged(bodies[:3], "warm-up"), 3, headers))
     learn = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(warmup, max_tokens, seed=5)]
+    report.progress(f"router warm-up: {len(learn)} requests")
     asyncio.run(run_load(base_url, learn, 1))  # the learned policy explores before it is measured
 
     rows = []
@@ -51,6 +52,8 @@ def run(base_url: str, model: str, methods: list[str], concurrencies: list[int],
             chosen = Counter(f"{r.headers.get('x-request-class')}->{r.headers.get('x-spec-method')}" for r in results)
             rows.append({"concurrency": concurrency, "arm": arm, **summarize(results, wall),
                          "choices": dict(sorted(chosen.items()))})
+            report.progress(f"concurrency {concurrency}, {arm}: {rows[-1]['tokens_per_s']:.1f} tok/s "
+                            f"({len(rows)} of {len(concurrencies) * len(arms)} arms)")
     for row in rows:
         base = next(r for r in rows if r["arm"] == "none" and r["concurrency"] == row["concurrency"])
         row["throughput_ratio"] = row["tokens_per_s"] / base["tokens_per_s"]

@@ -60,6 +60,9 @@ def run(base_url: str, metrics_url: str, model: str, methods: list[str], concurr
                 after = quiet_pool_counters(metrics_url, pool)
                 rows.append({"workload": load.name, "concurrency": concurrency, "method": method, "pool": pool,
                              **summarize(results, wall), **_pool_deltas(before, after)})
+                report.progress(f"{load.name} at concurrency {concurrency}, {method}: "
+                                f"{rows[-1]['tokens_per_s']:.1f} tok/s ({len(rows)} of "
+                                f"{len(loads) * len(concurrencies) * len(methods)} arms)")
     for row in rows:
         base = next(r for r in rows if r["method"] == "none" and r["workload"] == row["workload"]
                     and r["concurrency"] == row["concurrency"])
