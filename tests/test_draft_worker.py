@@ -39,6 +39,10 @@ def _delta(before: dict, after: dict) -> dict:
 
 
 def test_remote_drafts_are_lossless_and_accepted(openai_client, ray_cluster):
+    # The first remote-draft request after the app starts pays the draft engine's one-time costs
+    # (its first prefill and decode shapes), which can pass the 200 ms deadline on two shared
+    # cores (seen once in CI: 29 fallbacks); what is asserted below is the steady state.
+    _complete(openai_client, REMOTE, prompt="import os\n")
     before = _routed_counters(ray_cluster)
     remote = _complete(openai_client, REMOTE)
     assert remote == _complete(openai_client, PLAIN)
