@@ -7,7 +7,7 @@ manifest records the whole recipe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from cluster.testmodels.llama import Shape
 
@@ -47,12 +47,13 @@ class Recipe:
 
 def parse_overrides(items: list[str], base: Recipe | None = None) -> Recipe:
     """`FIELD=VALUE` strings over `base` (the defaults); shapes are `layers,hidden,intermediate`."""
-    types = {f.name: f.type for f in fields(Recipe)}
+    base = base or Recipe()
+    names = [f.name for f in fields(Recipe)]
     values = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
-        current = getattr(base or Recipe(), key)
+        if not sep or key not in names:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(names)}")
+        current = getattr(base, key)
         values[key] = Shape(*map(int, value.split(","))) if isinstance(current, Shape) else type(current)(value)
-    return Recipe(**{**({f.name: getattr(base, f.name) for f in fields(Recipe)} if base else {}), **values})
+    return replace(base, **values)

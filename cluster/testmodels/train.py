@@ -24,7 +24,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -251,7 +251,7 @@ def simulate(prompt: list[int], cont: list[int], draft_hits: list[bool], k: int)
 
 @torch.no_grad()
 def evaluate(target, draft, tok, arrays, recipe: Recipe, log) -> dict:
-    """On the held-out prompts of each kind in the data (`dataset.py`)."""
+    """On the evaluation prompts of each kind in the data (`dataset.py`)."""
     report = {}
     kinds = [name.split(".")[1] for name in arrays.files if name.startswith("eval.") and name.endswith(".prompt.flat")]
     for kind in kinds:
@@ -304,7 +304,7 @@ def main() -> None:
     args = parser.parse_args()
     data_recipe = json.loads((args.data / "recipe.json").read_text())
     recipe = parse_overrides(args.set, Recipe(**data_recipe))
-    if clash := [f.name for f in fields(Recipe) if f.name in DATA_FIELDS and getattr(recipe, f.name) != data_recipe[f.name]]:
+    if clash := [name for name in DATA_FIELDS if getattr(recipe, name) != data_recipe[name]]:
         raise SystemExit(f"--set {', '.join(clash)}: a data field; remake the data with "
                          f"`python -m cluster.testmodels.dataset --set ...` instead")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FILES = ("tokenizer.json", "target.safetensors", "draft.safetensors")
-TRAIN_COMMAND = ("python -m cluster.testmodels.dataset --out .gpu/testbed && "
+# Both commands take the same overrides: dataset.py makes the data fields, train.py the rest.
+TRAIN_COMMAND = ("python -m cluster.testmodels.dataset --out .gpu/testbed{overrides} && "
                  "python -m cluster.testmodels.train --data .gpu/testbed --out OUT{overrides} && "
                  "python -m cluster.testmodels.weights ship OUT")
 
@@ -48,7 +49,7 @@ def verify(weights_dir: Path = WEIGHTS_DIR) -> dict:
 
 
 def _overrides(recipe: dict) -> str:
-    """The `--set` arguments that reproduce `recipe` from the defaults of `train.Recipe`."""
+    """The `--set` arguments that reproduce `recipe` from the defaults of `recipe.Recipe`."""
     from dataclasses import asdict
 
     from cluster.testmodels.recipe import Recipe

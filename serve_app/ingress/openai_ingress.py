@@ -2,8 +2,9 @@
 
 Built on Ray Serve LLM's `OpenAiIngress` (request parsing, streaming, OpenAI error shape):
 this class wires each request to the router's decision (`router/route.py`: its class, its
-speculation method and the pool serving it) and reports it. The decision is kept in a context variable for the duration of the request,
-because the base class asks for a handle by model id alone (`_get_configured_serve_handle`).
+speculation method and the pool serving it) and reports it. The decision is kept in a context
+variable for the duration of the request, because the base class asks for a handle by model id
+alone (`_get_configured_serve_handle`).
 """
 
 from __future__ import annotations
