@@ -8,7 +8,7 @@ from ray.serve.deployment import Application
 from ray.serve.llm import build_llm_deployment
 from ray.serve.llm.ingress import make_fastapi_ingress
 
-from serve_app.config.schema import AppConfig
+from serve_app.config.schema import AppConfig, TunerConfig
 from serve_app.draft_worker.llm_config import build_draft_llm_config
 from serve_app.draft_worker.server import DraftServer
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
@@ -22,9 +22,10 @@ def build_app(args: AppConfig) -> Application:
     pools: dict[str, dict[str, Application]] = {}
     cards, llm_configs = {}, []
     tuned = any(p.speculation.tuned() for m in args.models for p in m.pools)
+    planned = any(m.router is not None and m.router.policy == "goodput" for m in args.models)
     # One small replica: it only folds reports and does arithmetic, every few seconds.
     tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1,
-                             ray_actor_options={"num_cpus": 0.1}).bind(args) if tuned else None
+                             ray_actor_options={"num_cpus": 0.1}).bind(args) if tuned or planned else None
     for model in args.models:
         pools[model.id] = {}
         draft_workers = {
@@ -41,6 +42,9 @@ def build_app(args: AppConfig) -> Application:
                                    draft_config=model.draft_worker(pool.speculation.draft_worker))
             if pool.speculation.tuned():
                 bind_kwargs.update(tuner=tuner, tuner_config=pool.speculation.tuner)
+            elif pool.speculation.method != "routed" and model.router is not None and model.router.policy == "goodput":
+                # The router weighs this pool by its step times and per-class acceptance.
+                bind_kwargs.update(tuner=tuner, tuner_config=TunerConfig())
             pools[model.id][pool.name] = build_llm_deployment(
                 llm_config, deployment_cls=TargetServer, bind_kwargs=bind_kwargs,
                 override_serve_options={"name": deployment_name("target", model, pool.name)})

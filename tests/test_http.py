@@ -259,3 +259,35 @@ def test_prometheus_metrics_tell_pools_apart(openai_client, ray_cluster):
     assert positions >= {"0", "1", "2"}
     assert samples(text, "ray_vllm_time_to_first_token_seconds_count")
     assert samples(text, "ray_specserve_generated_tokens_total")
+
+
+def test_the_router_sends_a_class_where_its_evidence_says(openai_client, serve_app, ray_cluster):
+    """Code edits run on the routed pool (ngram) and the draft-model pool until the spec tuner has
+    evidence for both; a code edit sent with no method then goes where GET /v1/spec/router says,
+    and that pool's own vLLM request counter counts it."""
+    code_edit = {"x-request-class": "code_edit"}
+
+    def evidence_for_both():
+        for method in ("ngram", "draft_model"):
+            _complete(openai_client, method, headers=code_edit, prompt=CODE_EDIT)
+        options = httpx.get(f"{serve_app}/v1/spec/router", timeout=10).json()[MODEL]["code_edit"]["options"]
+        return options if all(options[m]["goodput"] for m in ("ngram", "draft_model")) else None
+
+    options = wait_until(evidence_for_both, 180, "goodput evidence for code edits on both pools", 2)
+    assert options["draft_model"]["evidence"]["drafts"] > 0 and options["ngram"]["evidence"]["drafts"] > 0
+
+    def plan() -> str:
+        return httpx.get(f"{serve_app}/v1/spec/router", timeout=10).json()[MODEL]["code_edit"]["method"]
+
+    def routed_by_the_table():
+        method = plan()
+        pool = POOL_OF[method]
+        before = settled_pool_counters(ray_cluster["metrics_url"], pool, 0)["requests"]
+        response = _complete(openai_client, headers=code_edit, prompt=CODE_EDIT)
+        if response.headers["x-spec-reason"] != "goodput" or plan() != method:
+            return None  # one of the few exploring requests, or the plan moved meanwhile: try again
+        assert response.headers["x-spec-method"] == method
+        assert response.headers["x-spec-pool"] == pool
+        return settled_pool_counters(ray_cluster["metrics_url"], pool, before + 1)["requests"] >= before + 1
+
+    assert wait_until(routed_by_the_table, 120, "a code edit routed by the table", 0)

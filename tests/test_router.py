@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from collections import Counter
 from types import SimpleNamespace
 
@@ -13,7 +14,10 @@ from pydantic import ValidationError
 from serve_app.config.schema import AppConfig, RouterConfig, format_validation_error
 from serve_app.proposer.request_spec import RequestSpec
 from serve_app.router.classifier import classify, features
-from serve_app.router.policy import Policy
+from serve_app.observability.engine_steps import EngineSteps
+from serve_app.router.planner import Option, plan_class
+from serve_app.router.policy import Choice, Policy
+from serve_app.tuner.goodput import StepCost, expected_tokens
 from serve_app.router.route import (CLASS_HEADER, K_HEADER, METHOD_HEADER, POOL_HEADER, RouteError, load_per_replica,
                                     route, routed_spec)
 from tests.conftest import LOCAL_CONFIG, ROOT
@@ -75,63 +79,80 @@ def test_high_load_drops_to_no_speculation():
     assert policy.choose("chat", 4).method == "draft_model"
 
 
-def test_learned_policy_tries_every_method_then_keeps_the_fastest():
-    policy = Policy(_router(policy="learned", exploration=0.3, exploration_decay=0.98, min_exploration=0.0))
-    speed = {"ngram": 40.0, "draft_model": 25.0, "none": 30.0}  # decode tokens/s per method
-    tried = []
-    for _ in range(3):
-        choice = policy.choose("chat", 0)
-        assert choice.reason == "explore"
-        tried.append(choice.method)
-        policy.observe("chat", choice.method, speed[choice.method])
-    assert tried[0] == "draft_model" and set(tried) == set(speed)
-    choices = []
-    for _ in range(300):
-        choice = policy.choose("chat", 0)
-        policy.observe("chat", choice.method, speed[choice.method])
-        choices.append(choice.method)
-    assert choices[-50:] == ["ngram"] * 50  # exploration decayed to zero on the best method
-    assert choices.count("ngram") > 150
+def _option(method: str, goodput: float | None, k: int = 4) -> Option:
+    return Option(method, "pool", 0 if method == "none" else k, goodput)
 
 
-def test_thin_or_marginal_evidence_does_not_replace_the_class_default():
-    policy = Policy(_router(policy="learned", exploration=0.0, min_exploration=0.0, min_samples=5,
-                            switch_margin=0.1))
-    for method, rate in [("draft_model", 30.0), ("ngram", 36.0), ("none", 20.0)]:
-        policy.observe("chat", method, rate)
-    assert policy.choose("chat", 0).method == "draft_model"  # ngram: one sample, 20% faster
-    for _ in range(4):
-        policy.observe("chat", "ngram", 31.0)  # five samples now, but within the margin
-    assert policy.choose("chat", 0).method == "draft_model"
-    for _ in range(10):
-        policy.observe("chat", "ngram", 40.0)
-    assert policy.choose("chat", 0).method == "ngram"
+def test_planner_picks_the_method_with_the_most_goodput_and_keeps_exploring():
+    options = {"ngram": _option("ngram", 60.0), "draft_model": _option("draft_model", 35.0),
+               "none": _option("none", 30.0)}
+    plan = plan_class("draft_model", options, current=None, switch_margin=0.1, explore_share=0.1)
+    assert (plan.method, plan.reason) == ("ngram", "goodput")
+    assert plan.explore == {"draft_model": pytest.approx(0.05), "none": pytest.approx(0.05)}
+    # Methods not measured yet get the whole exploring share until they are.
+    plan = plan_class("draft_model", {**options, "none": _option("none", None)}, None, 0.1, 0.1)
+    assert plan.explore == {"none": pytest.approx(0.1)}
 
 
-def test_exploration_goes_where_evidence_is_thinnest():
-    policy = Policy(_router(policy="learned", exploration=1.0, exploration_decay=1.0))
-    for method in ("draft_model", "ngram", "none"):
-        policy.observe("chat", method, 30.0)
-    for _ in range(3):
-        policy.observe("chat", "draft_model", 30.0)
-    picks = []
-    for _ in range(4):
-        choice = policy.choose("chat", 0)
-        policy.observe("chat", choice.method, 30.0)
-        picks.append(choice.method)
-    assert sorted(picks[:2]) == ["ngram", "none"] and "draft_model" not in picks[:2]
+def test_a_class_whose_evidence_favours_the_draft_gets_it():
+    options = {"ngram": _option("ngram", 31.0), "draft_model": _option("draft_model", 55.0),
+               "none": _option("none", 30.0)}
+    assert plan_class("ngram", options, None, 0.1, 0.1).method == "draft_model"
 
 
-def test_learned_policy_falls_back_to_none_when_speculation_stops_paying():
-    """Acceptance below break-even shows as a lower decode rate than plain decoding."""
-    policy = Policy(_router(policy="learned", exploration=0.0, min_exploration=0.0))
-    for method, rate in [("ngram", 40.0), ("draft_model", 30.0)] + [("none", 35.0)] * 5:
-        policy.observe("code_edit", method, rate)
-    assert policy.choose("code_edit", 0).method == "ngram"
-    for _ in range(10):  # the workload shifts: ngram drafts stop being accepted
-        policy.observe("code_edit", "ngram", 20.0)
-    choice = policy.choose("code_edit", 0)
-    assert (choice.method, choice.reason) == ("none", "exploit")
+def test_thin_or_marginal_evidence_does_not_move_the_choice():
+    # The default has no evidence yet: another method's numbers alone do not replace it.
+    thin = {"draft_model": _option("draft_model", None), "ngram": _option("ngram", 80.0), "none": _option("none", 30.0)}
+    plan = plan_class("draft_model", thin, None, 0.1, 0.1)
+    assert (plan.method, plan.reason) == ("draft_model", "default")
+    # A method without evidence is never chosen, however good the current one's rivals look.
+    assert plan_class("ngram", {**thin, "ngram": _option("ngram", 40.0)}, "ngram", 0.1, 0.1).method == "ngram"
+    # Within the margin of the current choice: it holds.
+    close = {"draft_model": _option("draft_model", 50.0), "ngram": _option("ngram", 54.0), "none": _option("none", 30.0)}
+    assert plan_class("ngram", close, "draft_model", 0.1, 0.1).method == "draft_model"
+    assert plan_class("ngram", {**close, "ngram": _option("ngram", 56.0)}, "draft_model", 0.1, 0.1).method == "ngram"
+
+
+def test_high_load_in_the_step_costs_leads_to_none():
+    """Acceptance stays; the pool's batch grows, and verifying k tokens per row costs more than it saves."""
+    cost = StepCost(base_s=0.010, per_token_s=0.001, drafting={"ngram": (0.0002, 0.0)})
+    survival = [0.5, 0.25, 0.125, 0.06]
+
+    def options(rows: float) -> dict:
+        return {"ngram": _option("ngram", expected_tokens(survival, 4) / cost.seconds(rows, "ngram", 4)),
+                "none": _option("none", 1.0 / cost.seconds(rows, "none", 0))}
+
+    assert plan_class("ngram", options(1), None, 0.1, 0.1).method == "ngram"
+    assert plan_class("ngram", options(32), "ngram", 0.1, 0.1).method == "none"
+
+
+def test_goodput_policy_follows_the_table_with_bounded_exploration():
+    policy = Policy(_router(policy="goodput"), rng=random.Random(1))
+    assert policy.choose("chat", 0) == Choice("draft_model", "default")  # no table yet
+    policy.table = {"chat": {"method": "ngram", "explore": {"draft_model": 0.05, "none": 0.05}}}
+    picks = Counter(policy.choose("chat", 0) for _ in range(2000))
+    assert picks[Choice("ngram", "goodput")] > 1700
+    assert 50 < picks[Choice("draft_model", "explore")] < 150 and 50 < picks[Choice("none", "explore")] < 150
+    assert policy.choose("chat", 100) == Choice("none", "high_load")
+
+
+def test_engine_steps_split_draft_counts_over_the_classes_running():
+    steps = EngineSteps()
+    steps.started("chat")
+    steps.record(0.0, 1, [1, 1, 1], [1, 1, 0])
+    steps.started("code_edit")
+    steps.record(0.01, 2, [2, 2, 2], [2, 0, 0])
+    steps.finished("chat")
+    steps.record(0.02, 1, [1, 1, 1], [0, 0, 0])
+    steps.record(5.0, 1, None, None)  # after an idle gap: not a step's duration
+    report = steps.report()
+    tallies = {t["request_class"]: t for t in report["tallies"]}
+    assert tallies["chat"]["asked_per_position"] == [2, 2, 2]
+    assert tallies["chat"]["accepted_per_position"] == [2, 1, 0]
+    assert tallies["code_edit"]["asked_per_position"] == [2, 2, 2]
+    assert tallies["code_edit"]["accepted_per_position"] == [1, 0, 0]
+    assert report["steps"] == [{"rows": 2, "seconds": pytest.approx(0.01)}, {"rows": 1, "seconds": pytest.approx(0.01)}]
+    assert steps.report()["steps"] == []  # drained; tallies stay cumulative
 
 
 def test_request_spec_from_extra_args_is_safe():
@@ -240,3 +261,12 @@ def test_load_counts_this_models_requests_per_target_replica(test_models):
     model = _local_model()
     in_flight = Counter({(model.id, "routed"): 4, (model.id, "plain"): 2, ("other", "routed"): 9})
     assert load_per_replica(model, in_flight) == 2.0  # 6 requests over 3 pools of one replica
+
+
+def test_a_class_the_classifier_cannot_recognise_must_say_it_is_header_only():
+    classes = [{"name": "chat", "methods": ["ngram"], "default": "ngram"},
+               {"name": "translate", "methods": ["ngram"], "default": "ngram"}]
+    with pytest.raises(ValidationError, match="class 'translate' is not one the classifier recognises.*header_only"):
+        RouterConfig.model_validate({"default_class": "chat", "classes": classes})
+    classes[1]["header_only"] = True
+    assert RouterConfig.model_validate({"default_class": "chat", "classes": classes}).classes[1].header_only

@@ -3,14 +3,16 @@ test_http), and its config checks."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import random
+import time
 
 import pytest
 
 from serve_app.config.schema import AppConfig
 from serve_app.proposer.routed_proposer import probed_k
-from serve_app.tuner.controller import PoolTuner
+from serve_app.tuner.controller import PoolTuner, SpecTuner
 from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
 from tests.test_config import _args, _error, _pool
 
@@ -310,3 +312,43 @@ def test_a_restarted_replica_is_counted_afresh_even_when_its_lookups_never_match
     tuner.ingest("r1", report(10), now=1.0)
     tuner.ingest("r1", report(4), now=2.0)  # totals went down: the replica restarted
     assert tuner.keys[key].new_asked == [14]
+
+
+MODEL = "llama-3.3-70b-instruct"
+
+
+def test_the_tuner_routes_each_class_to_the_method_its_evidence_favours():
+    """Synthetic reports from both kinds of pool: the routed pool's proposer books (code edits copy,
+    chat does not) and the in-engine eagle3 pool's step times and per-class draft counts (chat
+    accepts). Code edits go to ngram, chat to eagle3, and the table says why."""
+    async def scenario() -> tuple[dict, dict]:
+        args = copy.deepcopy(_args())
+        _pool(args, "routed")["speculation"]["tuner"] = {"period_s": 5}
+        tuner = SpecTuner(AppConfig.model_validate(args))
+        routed = _report({("code_edit", "ngram"): ([400] * 5, [round(400 * 0.9 ** (i + 1)) for i in range(5)]),
+                          ("chat", "ngram"): ([400] * 5, [round(400 * 0.2 ** (i + 1)) for i in range(5)])},
+                         rows=1, verified=4, forward_s=0.02)
+        await tuner.report(MODEL, "routed", "r1", routed)
+        eagle = {"tallies": [{"request_class": "chat", "asked_per_position": [400] * 5,
+                              "accepted_per_position": [round(400 * 0.8 ** (i + 1)) for i in range(5)]},
+                             {"request_class": "code_edit", "asked_per_position": [400] * 5,
+                              "accepted_per_position": [round(400 * 0.3 ** (i + 1)) for i in range(5)]}],
+                 "steps": [{"rows": 1, "seconds": 0.026}] * 40}
+        await tuner.report_engine(MODEL, "eagle3", "e1", eagle)
+        await tuner.report_engine(MODEL, "plain", "p1", {"tallies": [],
+                                                                   "steps": [{"rows": 1, "seconds": 0.021}] * 40})
+        now = time.monotonic()
+        tuner._pools[(MODEL, "routed")].decide(now)
+        for engine in tuner._engines.values():
+            engine.update(now)
+        tuner._plan(tuner._routed_models[0])
+        tuner._loop.cancel()
+        return await tuner.routing_table(), await tuner.router_state()
+
+    table, state = asyncio.run(scenario())
+    model = table[MODEL]
+    assert model["code_edit"]["method"] == "ngram" and model["chat"]["method"] == "eagle3"
+    assert sum(model["chat"]["explore"].values()) == pytest.approx(0.05)
+    options = state[MODEL]["chat"]["options"]
+    assert options["eagle3"]["goodput"] > options["none"]["goodput"] > 0
+    assert options["eagle3"]["evidence"]["drafts"] > 0 and options["none"]["pool"] == "plain"

@@ -4,7 +4,8 @@
 in pyproject.toml): vLLM builds it into every AsyncLLM, which runs in the Serve replica's own
 process, and hands it each engine step's scheduler and iteration stats. It keeps a short window
 of the requests waiting for a batch slot and of times to first token; the replica reports them
-to Ray Serve's autoscaler from `record_autoscaling_stats`.
+to Ray Serve's autoscaler from `record_autoscaling_stats`. It also feeds the router's evidence of
+the engine's step costs and draft acceptance (`observability/engine_steps.py`).
 
 An entry point loads into every AsyncLLM of the environment, other applications' too (seen in
 Ray Serve LLM's engines beside this app), and vLLM offers no way to decline: the logger only
@@ -22,6 +23,7 @@ import numpy as np
 from vllm.v1.metrics.loggers import StatLoggerBase
 
 from serve_app.autoscaling.policy import TTFT_P90, WAITING
+from serve_app.observability.engine_steps import ENGINE_STEPS
 
 WINDOW_S = 15.0
 APP_ENGINE_ENV = "SPECSERVE_APP_ENGINE"
@@ -68,8 +70,14 @@ class EngineLoadLogger(StatLoggerBase):
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
         if not self.active:
             return
-        ENGINE_LOAD.record(time.monotonic(), scheduler_stats.num_waiting_reqs if scheduler_stats else None,
+        now = time.monotonic()
+        ENGINE_LOAD.record(now, scheduler_stats.num_waiting_reqs if scheduler_stats else None,
                            iteration_stats.time_to_first_tokens_iter if iteration_stats else [])
+        if scheduler_stats is not None:
+            spec = scheduler_stats.spec_decoding_stats
+            ENGINE_STEPS.record(now, scheduler_stats.num_running_reqs,
+                                spec.num_draft_tokens_per_pos if spec else None,
+                                spec.num_accepted_tokens_per_pos if spec else None)
 
     def log_engine_initialized(self) -> None:
         pass

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cluster.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
 from serve_app.proposer.request_spec import DEFAULT_CLASS, REMOTE_DRAFT, ROUTED_METHODS
+from serve_app.router.classifier import RECOGNISED_CLASSES
 
 K_MAX = 16
 
@@ -234,8 +235,10 @@ class PoolConfig(_Strict):
 class RequestClassConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     methods: list[str] = Field(min_length=1, description="Speculation methods this class may use.")
-    default: str = Field(description="The method the static policy picks, and the learned policy starts from.")
+    default: str = Field(description="The method the static policy picks, and the goodput policy starts from.")
     num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX, description="k for routed methods.")
+    header_only: bool = Field(False, description="Requests reach this class only by the x-request-class header "
+                                                 "(the classifier does not know it).")
 
     @model_validator(mode="after")
     def _default_allowed(self) -> "RequestClassConfig":
@@ -249,18 +252,17 @@ class RouterConfig(_Strict):
 
     classes: list[RequestClassConfig] = Field(min_length=1)
     default_class: str = Field(description="Class of requests the classifier cannot place.")
-    policy: Literal["static", "learned"] = "static"
-    # Learned policy: epsilon-greedy over a class's methods on decode tokens/s, epsilon decaying.
-    exploration: float = Field(0.2, ge=0, le=1)
-    exploration_decay: float = Field(0.98, gt=0, le=1)
-    min_exploration: float = Field(0.02, ge=0, le=1)
-    reward_smoothing: float = Field(0.3, gt=0, le=1, description="EWMA weight of the newest reward.")
-    # One request's decode rate moves with the load and the output far more than with the method,
-    # so the class default holds until another method has this many rewards and beats it by this.
-    min_samples: int = Field(5, ge=1, description="Rewards a method needs before it can replace the class default.")
-    switch_margin: float = Field(0.1, ge=0, description="How much faster (relative) it must be than the default.")
-    # Under load, verifying drafts costs more than it saves: above this many requests in flight
-    # per target replica, requests go without speculation.
+    policy: Literal["static", "goodput"] = Field(
+        "static", description="static: every request of a class gets its default. goodput: the spec tuner weighs "
+                              "each method's measured acceptance for the class and step cost on its pool, and the "
+                              "class gets the method with the most tokens per second (serve_app/router/planner.py).")
+    explore_share: float = Field(0.05, ge=0, le=0.5, description="goodput: share of a class's requests sent to "
+                                                                 "its other methods so their evidence stays fresh.")
+    switch_margin: float = Field(0.1, ge=0, description="goodput: how much more goodput (relative) another method "
+                                                        "needs to replace the current one.")
+    # Under load, verifying drafts costs more than it saves. The goodput policy sees that in the step
+    # costs, a period late; above this many requests in flight per target replica, requests go
+    # without speculation at once.
     high_load_in_flight: int = Field(16, ge=1)
 
     @model_validator(mode="after")
@@ -270,6 +272,11 @@ class RouterConfig(_Strict):
             raise ValueError(f"class names must be unique, got {names}")
         if self.default_class not in names:
             raise ValueError(f"default_class '{self.default_class}' is not a class; use one of {names}")
+        for c in self.classes:
+            if c.name not in RECOGNISED_CLASSES and c.name != self.default_class and not c.header_only:
+                raise ValueError(f"class '{c.name}' is not one the classifier recognises {list(RECOGNISED_CLASSES)} "
+                                 f"and not the default_class, so no request would reach it unasked; set "
+                                 f"header_only: true on it (clients name it in x-request-class) or rename it")
         return self
 
     def request_class(self, name: str) -> RequestClassConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import Counter
 from contextvars import ContextVar
@@ -27,12 +28,13 @@ from vllm.entrypoints.generate.base.protocol import StreamOptions
 
 from serve_app.config.schema import AppConfig, ModelConfig
 from serve_app.observability import metrics
-from serve_app.proposer.request_spec import RequestSpec
+from serve_app.proposer.request_spec import CLASS_KEY, RequestSpec
 from serve_app.router.policy import Policy
 from serve_app.router import route as routing
 from serve_app.router.route import CLASS_HEADER, METHOD_HEADER, POOL_HEADER, Route
 
 REASON_HEADER = "x-spec-reason"
+logger = logging.getLogger("ray.serve")
 
 ENDPOINTS = {
     "models": lambda app: app.get("/v1/models", response_model=ModelList),
@@ -42,7 +44,11 @@ ENDPOINTS = {
     "health": lambda app: app.get("/health"),
     "tuner": lambda app: app.get("/v1/spec/tuner"),
     "pin_k": lambda app: app.post("/v1/spec/tuner/pin"),
+    "router": lambda app: app.get("/v1/spec/router"),
 }
+
+# How often an ingress replica fetches the route table: the planner's own pace is seconds.
+TABLE_REFRESH_S = 2.0
 
 
 class PinRequest(BaseModel):
@@ -76,6 +82,19 @@ class SpecIngress(OpenAiIngress):
         self._models = {m.id: m for m in app_config.models}
         self._policies = {m.id: Policy(m.router) for m in app_config.models if m.router is not None}
         self._in_flight: Counter[tuple[str, str]] = Counter()
+        if tuner is not None and any(m.router.policy == "goodput" for m in app_config.models if m.router):
+            self._table_refresh = asyncio.get_running_loop().create_task(self._refresh_route_table(tuner))
+
+    async def _refresh_route_table(self, tuner: DeploymentHandle) -> None:
+        """Keep each goodput policy's table as the spec tuner last planned it."""
+        while True:
+            try:
+                tables = await tuner.routing_table.remote()
+                for model_id, table in tables.items():
+                    self._policies[model_id].table = table
+            except Exception:  # routing goes on by the last table
+                logger.exception("fetching the route table failed")
+            await asyncio.sleep(TABLE_REFRESH_S)
 
     def _route(self, model: ModelConfig, body, headers) -> tuple[Route, RequestSpec | None]:
         """The request's route, and for a routed pool what it asks of the proposer."""
@@ -107,8 +126,10 @@ class SpecIngress(OpenAiIngress):
         route, spec = self._route(model, body, raw_request.headers)
         metrics.router_choices().inc(tags={"model": model_id, "request_class": route.request_class,
                                            "method": route.method, "reason": route.reason})
-        if spec is not None:
-            body.vllm_xargs = {**(body.vllm_xargs or {}), **spec.to_xargs()}
+        # Every pool learns the request's class: a pool that runs one method splits its draft
+        # counts over the classes it serves (observability/engine_steps.py).
+        xargs = spec.to_xargs() if spec is not None else {CLASS_KEY: route.request_class}
+        body.vllm_xargs = {**(body.vllm_xargs or {}), **xargs}
         if getattr(body, "stream", False):
             # `usage` in every answer, streaming too: vLLM then ends the stream with a usage chunk.
             body.stream_options = body.stream_options or StreamOptions(include_usage=True)
@@ -153,6 +174,14 @@ class SpecIngress(OpenAiIngress):
         k table each replica last applied."""
         return JSONResponse(await self._tuner_handle().state.remote())
 
+    async def router(self) -> JSONResponse:
+        """Per model with the goodput router and per class: each method's k, expected goodput
+        (tokens/s of one request) and the evidence behind it, and the method the class gets."""
+        if self._tuner is None:
+            raise OpenAIHTTPException(status_code=status.HTTP_404_NOT_FOUND, type="NotFoundError",
+                                      message="no model of this app routes by goodput; set router.policy: goodput")
+        return JSONResponse(await self._tuner.router_state.remote())
+
     async def pin_k(self, body: PinRequest) -> JSONResponse:
         try:
             await self._tuner_handle().pin.remote(body.model, body.pool, body.request_class, body.method, body.k)
@@ -162,7 +191,7 @@ class SpecIngress(OpenAiIngress):
 
 
 class _Observer:
-    """One request's in-flight count, metrics and policy feedback, from start to last byte."""
+    """One request's in-flight count and metrics, from start to last byte."""
 
     def __init__(self, ingress: SpecIngress, route: Route):
         self.ingress, self.route, self.tags = ingress, route, route.tags()
@@ -192,9 +221,6 @@ class _Observer:
         decode_s = elapsed - (ttft_s or 0)
         if decode_tokens > 0 and decode_s > 0:
             metrics.time_per_output_token().observe(decode_s / decode_tokens, tags=self.tags)
-            policy = self.ingress._policies.get(self.route.model)
-            if policy is not None and self.route.reason not in ("explicit", "unsupported_params", "high_load"):
-                policy.observe(self.route.request_class, self.route.method, decode_tokens / decode_s)
 
     async def stream(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
         ttft = None

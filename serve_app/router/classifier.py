@@ -17,6 +17,8 @@ EDIT_WORDS = re.compile(r"\b(edit|rewrite|refactor|fix|rename|modify|change|upda
 SUMMARY_WORDS = re.compile(r"\b(summari[sz]e|summary|tl;?dr|key points|according to the (context|document))\b",
                            re.I)
 LONG_PROMPT_CHARS = 2000
+# The classes `classify` can put a request in; a config's other classes need the header.
+RECOGNISED_CLASSES = ("agentic", "bulk", "code_edit", "summarize")
 
 
 @dataclass(frozen=True)

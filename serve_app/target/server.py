@@ -14,6 +14,8 @@ from ray.serve.llm import LLMConfig, LLMServer
 from serve_app.autoscaling.engine_load import ENGINE_LOAD, ReportsEngineLoad
 from serve_app.config.schema import DraftWorkerConfig, TunerConfig
 from serve_app.observability import metrics
+from serve_app.observability.engine_steps import ENGINE_STEPS
+from serve_app.proposer.request_spec import CLASS_KEY, DEFAULT_CLASS
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,20 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         self._observer = asyncio.get_running_loop().create_task(
             self._observe(tuner, tuner_config.period_s if tuner is not None else None))
 
+    async def _run_request(self, request, **kwargs):
+        """Count the request's class as running in this engine until its stream ends."""
+        request_class = str((getattr(request, "vllm_xargs", None) or {}).get(CLASS_KEY, DEFAULT_CLASS))
+        stream = await super()._run_request(request, **kwargs)
+        ENGINE_STEPS.started(request_class)
+
+        async def tracked():
+            try:
+                async for chunk in stream:
+                    yield chunk
+            finally:
+                ENGINE_STEPS.finished(request_class)
+        return tracked()
+
     async def routed_acceptance(self) -> list[dict]:
         """Cumulative drafts and acceptance per (request class, method) on this replica."""
         if not self._routed:
@@ -89,7 +105,11 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                 next_report = time.monotonic() + tuner_period_s
                 stepped, timings_at = ENGINE_LOAD.steps != timings_at, ENGINE_LOAD.steps
                 try:
-                    applied = await self._report(tuner, tallies, applied, stepped)
+                    if self._routed:
+                        applied = await self._report(tuner, tallies, applied, stepped)
+                    elif stepped:  # a pool of one fixed method: the router's evidence, from this process
+                        await tuner.report_engine.remote(self._tags["model"], self._tags["pool"],
+                                                         self._info_tags["ReplicaId"], ENGINE_STEPS.report())
                 except Exception:  # without the tuner, requests keep the k they came with
                     logger.exception("reporting to the spec tuner failed")
             await asyncio.sleep(period_s)

@@ -6,6 +6,12 @@ period (`report`) and gets back the pool's current k table, which it hands to it
 engine restarts. Each period the tuner folds the reports into per-(class, method) acceptance
 estimates and a step-cost fit per pool, and moves each k to the best goodput at the pool's
 current batch size, no sooner than `min_dwell_s` after its last change.
+
+For a model whose router uses the goodput policy, the same deployment also plans routes: pools
+that run one fixed method report their step times and per-class draft counts (`report_engine`),
+and each period every class's options (each method it allows, and none, on the pool that would
+serve it) are weighed by expected goodput (`router/planner.py`); ingress replicas fetch the
+resulting table (`routing_table`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import numpy as np
 
 from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig, TunerConfig
 from serve_app.observability import metrics
-from serve_app.tuner.goodput import AcceptanceEstimate, padded, choose_k, fit_step_cost
+from serve_app.router.planner import NONE, ClassPlan, Option, candidates, plan_class
+from serve_app.tuner.evidence import EnginePool, ReplicaTotals, add
+from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
 
 # Ray Serve keeps this logger's records in the replica's log (a module logger's INFO is dropped).
 logger = logging.getLogger("ray.serve")
@@ -58,23 +66,21 @@ class PoolTuner:
                     self.keys[(request_class, method)] = _KState(k, *limits, changed_at=now)
         self.steps: deque[tuple[float, dict]] = deque()
         self.drafts: deque[tuple[float, dict]] = deque()
-        self._replica_totals: dict[str, dict[tuple[str, str], dict]] = {}
+        self._totals = ReplicaTotals()
+        # The last cost fit and the batch size it was fit at: an idle pool keeps them, so the
+        # router can still weigh sending a class here.
+        self.cost: StepCost | None = None
+        self.rows = 1.0
         self.applied: dict[str, list] = {}  # replica -> the k table it last applied
 
     def ingest(self, replica: str, report: dict, now: float) -> None:
         self.applied[replica] = report.get("applied", [])
-        totals = self._replica_totals.setdefault(replica, {})
         for tally in report["tallies"]:
             key = (tally["request_class"], tally["method"])
-            before = totals.get(key)
-            if before is None or _asked(tally) < _asked(before):  # new or restarted replica
-                before = {"asked_per_position": [], "accepted_per_position": []}
-            totals[key] = tally
+            asked, accepted = self._totals.increments(replica, key, tally)
             state = self.keys.get(key)
             if state is not None:
-                state.new_asked = _add(state.new_asked, tally["asked_per_position"], before["asked_per_position"])
-                state.new_accepted = _add(state.new_accepted, tally["accepted_per_position"],
-                                          before["accepted_per_position"])
+                state.new_asked, state.new_accepted = add(state.new_asked, asked), add(state.new_accepted, accepted)
         self.steps.extend((now, s) for s in report["steps"])
         self.drafts.extend((now, d) for d in report["drafts"])
 
@@ -92,6 +98,8 @@ class PoolTuner:
                 draft_rows.setdefault(d["method"], []).append(d["rows"])
         cost = fit_step_cost([s for _, s in self.steps], [d for _, d in self.drafts], rows,
                              {method: float(np.median(sizes)) for method, sizes in draft_rows.items()})
+        if cost is not None:
+            self.cost, self.rows = cost, max(1.0, rows)
         changes = []
         for (request_class, method), state in self.keys.items():
             # A key without drafting steps this period is idle: its k is judged on its own traffic,
@@ -131,6 +139,30 @@ class PoolTuner:
             state.k = k
         state.pinned, state.changed_at = k is not None, now
 
+    def option(self, request_class: str, method: str) -> Option:
+        """What `method` would give one request of the class here, at the last cost fit and its best
+        k for that batch size: the k the tuner is moving to, so method and k are chosen together."""
+        state = self.keys.get((request_class, method))
+        evidence: dict = {"rows": round(self.rows, 2)}
+        if method == NONE and self.cost is not None:
+            step_s = self.cost.seconds(self.rows, NONE, 0)
+            return Option(method, self.pool.name, 0, 1.0 / step_s, {**evidence, "step_s": step_s})
+        if state is None or self.cost is None:
+            return Option(method, self.pool.name, state.k if state else 0, None, evidence)
+        survival = state.estimate.survival(state.k_max, self.config.min_drafts)
+        evidence["drafts"] = round(state.estimate.asked[0], 1) if state.estimate.asked else 0
+        k, drafting_known = state.k, method in self.cost.drafting
+        if survival is None or (k and not drafting_known):
+            return Option(method, self.pool.name, k, None, evidence)
+        if state.pinned or not drafting_known:
+            goodput = expected_tokens(survival, k) / self.cost.seconds(self.rows, method, k)
+        else:
+            choice = choose_k(survival, self.cost, self.rows, method, state.k_min, state.k_max, None, 0.0)
+            k, goodput = choice.k, choice.goodput[choice.k]
+        evidence.update(tokens_per_step=round(expected_tokens(survival, k), 3),
+                        step_s=self.cost.seconds(self.rows, method, k))
+        return Option(method, self.pool.name, k, goodput, evidence)
+
     def table(self) -> list[tuple[str, str, int, float]]:
         """(class, method, k, share of steps probed around k) per tuned key."""
         return [(c, m, s.k, self._probe_fraction(s)) for (c, m), s in self.keys.items()]
@@ -147,23 +179,21 @@ class PoolTuner:
                 "applied": self.applied}
 
 
-def _asked(tally: dict) -> int:
-    """Steps that asked for a draft: the count every per-position count grows with. (`drafts`
-    does not: steps whose ngram lookup found nothing ask, but propose no draft.)"""
-    return (tally["asked_per_position"] or [0])[0]
-
-
-def _add(acc: list[int], total: list[int], before: list[int]) -> list[int]:
-    size = max(len(acc), len(total))
-    return [a + t - b for a, t, b in zip(padded(acc, size), padded(total, size), padded(before, size))]
-
-
 class SpecTuner:
+    """Tunes k on routed pools and, for models with the goodput router, plans which method each
+    request class gets: the one place that holds the evidence, so every ingress replica routes by
+    the same table."""
+
     def __init__(self, app_config: AppConfig):
         now = time.monotonic()
         self._pools = {(model.id, pool.name): PoolTuner(model, pool, now)
                        for model in app_config.models for pool in model.pools
                        if pool.speculation.tuned()}
+        self._routed_models = [m for m in app_config.models if m.router is not None and m.router.policy == "goodput"]
+        self._engines = {(model.id, pool.name): EnginePool(model, pool, pool.speculation.tuner or TunerConfig())
+                         for model in self._routed_models for pool in model.pools
+                         if pool.speculation.method != "routed"}
+        self._plans: dict[str, dict[str, ClassPlan]] = {m.id: {} for m in self._routed_models}
         self._loop = asyncio.get_running_loop().create_task(self._control())
 
     async def report(self, model: str, pool: str, replica: str, report: dict) -> dict:
@@ -171,6 +201,41 @@ class SpecTuner:
         tuner = self._pools[(model, pool)]
         tuner.ingest(replica, report, time.monotonic())
         return {"tuned_k": tuner.table()}
+
+    async def report_engine(self, model: str, pool: str, replica: str, report: dict) -> None:
+        """Step timings and per-class draft counts of a pool that runs one fixed method."""
+        self._engines[(model, pool)].ingest(replica, report, time.monotonic())
+
+    async def routing_table(self) -> dict[str, dict[str, dict]]:
+        """Per model and request class: the method it gets and the shares sent elsewhere to explore."""
+        return {model: {c: {"method": p.method, "explore": p.explore} for c, p in plans.items()}
+                for model, plans in self._plans.items()}
+
+    async def router_state(self) -> dict:
+        """Per model and class: every option's expected goodput and evidence, and the current choice."""
+        return {model: {c: p.to_dict() for c, p in plans.items()} for model, plans in self._plans.items()}
+
+    def _plan(self, model: ModelConfig) -> None:
+        plans = self._plans[model.id]
+        for request_class in model.router.classes:
+            options = {}
+            for method in candidates(request_class.methods):
+                pool = model.pool_for_method(method)
+                if pool is None:
+                    continue
+                if (model.id, pool.name) in self._engines:
+                    options[method] = self._engines[(model.id, pool.name)].option(request_class.name)
+                elif (model.id, pool.name) in self._pools:
+                    options[method] = self._pools[(model.id, pool.name)].option(request_class.name, method)
+                else:  # a routed pool without a tuner measures nothing
+                    options[method] = Option(method, pool.name, model.class_k(request_class.name, pool), None)
+            previous = plans.get(request_class.name)
+            plan = plan_class(request_class.default, options, previous.method if previous else None,
+                              model.router.switch_margin, model.router.explore_share)
+            if previous is not None and plan.method != previous.method:
+                logger.info("router %s %s: %s -> %s; options %s", model.id, request_class.name, previous.method,
+                            plan.method, {m: o.goodput for m, o in options.items()})
+            plans[request_class.name] = plan
 
     async def pin(self, model: str, pool: str, request_class: str, method: str, k: int | None) -> None:
         """Hold a key's k (an operator's override, and how tests set a known k); None resumes tuning."""
@@ -183,7 +248,8 @@ class SpecTuner:
         return {f"{model}/{pool}": tuner.state() for (model, pool), tuner in self._pools.items()}
 
     async def _control(self) -> None:
-        period = min((t.config.period_s for t in self._pools.values()), default=5.0)
+        periods = [t.config.period_s for t in [*self._pools.values(), *self._engines.values()]]
+        period = min(periods, default=5.0)
         next_run = {key: 0.0 for key in self._pools}
         while True:
             now = time.monotonic()
@@ -194,6 +260,13 @@ class SpecTuner:
                         self._export(key, tuner, tuner.decide(now))
                     except Exception:  # one bad period must not stop tuning
                         logger.exception("tuning %s failed", key)
+            for engine in self._engines.values():
+                engine.update(now)
+            for model in self._routed_models:
+                try:
+                    self._plan(model)
+                except Exception:  # the ingress keeps routing by the last table
+                    logger.exception("planning routes for %s failed", model.id)
             await asyncio.sleep(period)
 
     @staticmethod

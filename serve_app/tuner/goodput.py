@@ -141,7 +141,7 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     return float(intercept), slope
 
 
-def _near(samples: list[dict], rows: float) -> list[dict]:
+def near(samples: list[dict], rows: float) -> list[dict]:
     return [s for s in samples if rows / NEAR_ROWS <= s["rows"] <= rows * NEAR_ROWS]
 
 
@@ -150,7 +150,7 @@ def fit_step_cost(steps: list[dict], drafts: list[dict], rows: float, draft_rows
     `rows` rows, and per method drafting calls of about `draft_rows[method]` rows. None until the
     forward passes seen there verified at least two different numbers of tokens. A method is left
     out of `drafting` until it was seen drafting there at two different k."""
-    steps = _near(steps, rows)
+    steps = near(steps, rows)
     if len(steps) < MIN_COST_SAMPLES:
         return None
     tokens = np.array([s["rows"] + s["verified_tokens"] for s in steps], dtype=float)
@@ -159,7 +159,7 @@ def fit_step_cost(steps: list[dict], drafts: list[dict], rows: float, draft_rows
         return None
     drafting = {}
     for method, size in draft_rows.items():
-        mine = [d for d in _near(drafts, size) if d["method"] == method]
+        mine = [d for d in near(drafts, size) if d["method"] == method]
         line = _line(np.array([d["k"] for d in mine], dtype=float), np.array([d["seconds"] for d in mine]))
         if line is not None:
             drafting[method] = line

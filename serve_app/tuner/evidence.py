@@ -1,0 +1,108 @@
+"""Evidence the tuner folds from replica reports: per-position draft counts that grew since a
+replica's last report, and the goodput of pools that run one fixed method.
+
+A routed pool's evidence (acceptance per class and method, a per-k cost model) lives in
+`controller.PoolTuner`. A pool whose engine runs one method at a fixed k (none, or an in-engine
+drafter such as draft_model) cannot be asked about other k: its option per class is the measured
+expected tokens per step at its k over its measured step seconds at its current batch size.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serve_app.config.schema import ModelConfig, PoolConfig, TunerConfig
+from serve_app.router.planner import NONE, Option
+from serve_app.tuner.goodput import MIN_COST_SAMPLES, AcceptanceEstimate, expected_tokens, near, padded
+
+
+class ReplicaTotals:
+    """Replicas report cumulative per-position counts per key; this turns them into increments."""
+
+    def __init__(self):
+        self._totals: dict[str, dict[tuple, dict]] = {}
+
+    def increments(self, replica: str, key: tuple, tally: dict) -> tuple[list[float], list[float]]:
+        totals = self._totals.setdefault(replica, {})
+        before = totals.get(key)
+        if before is None or _asked(tally) < _asked(before):  # new or restarted replica
+            before = {"asked_per_position": [], "accepted_per_position": []}
+        totals[key] = tally
+        return (_minus(tally["asked_per_position"], before["asked_per_position"]),
+                _minus(tally["accepted_per_position"], before["accepted_per_position"]))
+
+
+def _asked(tally: dict) -> float:
+    """Steps that asked for a draft: the count every per-position count grows with."""
+    return (tally["asked_per_position"] or [0])[0]
+
+
+def _minus(total: list, before: list) -> list:
+    size = max(len(total), len(before))
+    return [t - b for t, b in zip(padded(total, size), padded(before, size))]
+
+
+def add(acc: list, more: list) -> list:
+    size = max(len(acc), len(more))
+    return [a + m for a, m in zip(padded(acc, size), padded(more, size))]
+
+
+@dataclass
+class _ClassAcceptance:
+    estimate: AcceptanceEstimate = field(default_factory=AcceptanceEstimate)
+    new_asked: list[float] = field(default_factory=list)
+    new_accepted: list[float] = field(default_factory=list)
+
+
+class EnginePool:
+    """The tuner's view of a pool whose engine runs one method at a fixed k."""
+
+    def __init__(self, model: ModelConfig, pool: PoolConfig, config: TunerConfig):
+        self.model, self.pool, self.config = model, pool, config
+        self.method = pool.speculation.method
+        self.k = (pool.speculation.num_speculative_tokens or 0) if self.method != NONE else 0
+        self.classes: dict[str, _ClassAcceptance] = {}
+        self.steps: deque[tuple[float, dict]] = deque()
+        self.rows = 1.0
+        self._totals = ReplicaTotals()
+
+    def ingest(self, replica: str, report: dict, now: float) -> None:
+        for tally in report["tallies"]:
+            asked, accepted = self._totals.increments(replica, (tally["request_class"],), tally)
+            state = self.classes.setdefault(tally["request_class"], _ClassAcceptance())
+            state.new_asked, state.new_accepted = add(state.new_asked, asked), add(state.new_accepted, accepted)
+        self.steps.extend((now, s) for s in report["steps"])
+
+    def update(self, now: float) -> None:
+        while self.steps and self.steps[0][0] < now - self.config.cost_window_s:
+            self.steps.popleft()
+        recent = [s["rows"] for t, s in self.steps if t >= now - self.config.period_s]
+        if recent:  # an idle pool keeps the batch size it last ran at
+            self.rows = float(np.mean(recent))
+        for state in self.classes.values():
+            if any(state.new_asked):
+                state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps,
+                                      self.config.min_drafts, self.config.shift_threshold)
+                state.new_asked, state.new_accepted = [], []
+
+    def step_seconds(self) -> float | None:
+        """Median seconds of a step at about the current batch size; None before enough were timed."""
+        seconds = [s["seconds"] for s in near([s for _, s in self.steps], self.rows)]
+        return float(np.median(seconds)) if len(seconds) >= MIN_COST_SAMPLES else None
+
+    def option(self, request_class: str) -> Option:
+        step_s = self.step_seconds()
+        evidence = {"rows": round(self.rows, 2), "step_s": step_s}
+        tokens: float | None = 1.0
+        if self.k:
+            state = self.classes.get(request_class)
+            survival = state.estimate.survival(self.k, self.config.min_drafts) if state else None
+            tokens = expected_tokens(survival, self.k) if survival else None
+            evidence.update(drafts=round(state.estimate.asked[0], 1) if state and state.estimate.asked else 0,
+                            tokens_per_step=tokens)
+        goodput = tokens / step_s if tokens is not None and step_s else None
+        return Option(self.method, self.pool.name, self.k, goodput, evidence)
