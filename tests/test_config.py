@@ -198,3 +198,18 @@ def test_gpu_fraction_on_cpu_is_refused():
     args = copy.deepcopy(_args(LOCAL_CONFIG))
     _draft_worker(args)["gpu_fraction"] = 0.5
     assert "gpu_fraction applies to accelerator kind 'gpu' only" in _error(args)
+
+
+def test_cpu_cores_bind_each_engine_and_are_checked(test_models):
+    from serve_app.target.llm_config import build_llm_config
+
+    model = AppConfig.model_validate(_args(LOCAL_CONFIG)).models[0]
+    binds = {p.name: build_llm_config(model, p).runtime_env["env_vars"].get("VLLM_CPU_OMP_THREADS_BIND")
+             for p in model.pools}
+    assert binds == {"plain": "0", "routed": "0", "draft": "1"}
+    args = _prod_with()
+    _pool(args, "routed")["cpu_cores"] = "0"
+    assert "pools.routed.cpu_cores applies to accelerator kind 'cpu' only" in _error(args)
+    args = copy.deepcopy(_args(LOCAL_CONFIG))
+    _pool(args, "routed")["cpu_cores"] = "0|1"
+    assert "one '|'-separated group of cores per TP rank (1)" in _error(args)

@@ -198,6 +198,9 @@ class DraftWorkerConfig(CheckpointConfig):
     max_model_len: int | None = Field(None, ge=16, description="The target's max_model_len + k by default.")
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
     gpu_fraction: float = Field(1.0, gt=0, le=1, description="Share of one GPU per replica (GPU only).")
+    cpu_cores: str | None = Field(None, pattern=r"^[0-9,\-|]+$", description=(
+        "CPU only: the cores this engine's threads bind to (vLLM's VLLM_CPU_OMP_THREADS_BIND, one '|'-separated "
+        "group per TP rank), so engines that would otherwise all bind to the same core run side by side."))
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="Share of the GPU's memory vLLM may take; 0.9 x gpu_fraction by default.")
     runtime_overhead_gib: float = Field(1.0, ge=0)
@@ -214,6 +217,8 @@ class DraftWorkerConfig(CheckpointConfig):
     def _memory_share(self) -> "DraftWorkerConfig":
         if self.accelerator.kind == "cpu" and self.gpu_fraction != 1.0:
             raise ValueError("gpu_fraction applies to accelerator kind 'gpu' only; remove it or set kind: gpu")
+        if self.accelerator.kind != "cpu" and self.cpu_cores is not None:
+            raise ValueError("cpu_cores applies to accelerator kind 'cpu' only; remove it")
         if self.gpu_memory_utilization is None:
             self.gpu_memory_utilization = round(0.9 * self.gpu_fraction, 4)
         elif self.gpu_memory_utilization > self.gpu_fraction:
@@ -230,6 +235,9 @@ class PoolConfig(_Strict):
     speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     max_ongoing_requests: int = Field(64, ge=1)
+    cpu_cores: str | None = Field(None, pattern=r"^[0-9,\-|]+$", description=(
+        "CPU only: the cores this engine's threads bind to (vLLM's VLLM_CPU_OMP_THREADS_BIND, one '|'-separated "
+        "group per TP rank), so engines that would otherwise all bind to the same core run side by side."))
 
 
 class RequestClassConfig(_Strict):
@@ -339,6 +347,12 @@ class ModelConfig(_Strict):
             raise ValueError(f"pool names must be unique, got {names}")
         if self.default_pool is not None and self.default_pool not in names:
             raise ValueError(f"default_pool '{self.default_pool}' is not a pool; use one of {names}")
+        for pool in self.pools:
+            if pool.cpu_cores is not None and self.accelerator.kind != "cpu":
+                raise ValueError(f"pools.{pool.name}.cpu_cores applies to accelerator kind 'cpu' only; remove it")
+            if pool.cpu_cores is not None and len(pool.cpu_cores.split("|")) != self.tensor_parallel_size:
+                raise ValueError(f"pools.{pool.name}.cpu_cores '{pool.cpu_cores}' needs one '|'-separated group of "
+                                 f"cores per TP rank ({self.tensor_parallel_size})")
         for key in ("model", "served_model_name", "tensor_parallel_size", "speculative_config", "dtype"):
             if key in self.engine_kwargs:
                 raise ValueError(f"engine_kwargs.{key} is set by the schema; use the model's own field instead")

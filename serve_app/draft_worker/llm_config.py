@@ -28,5 +28,5 @@ def build_draft_llm_config(model: ModelConfig, worker: DraftWorkerConfig) -> LLM
         engine_kwargs={**engine_kwargs, **worker.engine_kwargs},
         deployment_config=deployment_config(worker.autoscaling, worker.max_ongoing_requests),
         log_engine_metrics=True,
-        **engine_placement(worker.accelerator, 1, worker.gpu_fraction),
+        **engine_placement(worker.accelerator, 1, worker.gpu_fraction, worker.cpu_cores),
     )

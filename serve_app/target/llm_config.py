@@ -44,13 +44,16 @@ def _engine_kwargs(model: ModelConfig, pool: PoolConfig) -> dict:
     return {**kwargs, **model.engine_kwargs}
 
 
-def engine_placement(acc: AcceleratorConfig, tensor_parallel_size: int, gpu_fraction: float = 1.0) -> dict:
+def engine_placement(acc: AcceleratorConfig, tensor_parallel_size: int, gpu_fraction: float = 1.0,
+                     cpu_cores: str | None = None) -> dict:
     """LLMConfig fields that place one engine replica: its bundles, accelerator type and env."""
     # Marks the app's own engine processes, so the stat-logger plugin records in them alone.
     env = {APP_ENGINE_ENV: "1"}
     if acc.kind == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = DEFAULT_CPU_KVCACHE_GIB
-        if tensor_parallel_size > 1:
+        if cpu_cores is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_cores
+        elif tensor_parallel_size > 1:
             # vLLM's CPU backend needs one core bound per TP rank ("Not enough allowed NUMA nodes").
             env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tensor_parallel_size))
         return {"accelerator_config": {"kind": "cpu"}, "runtime_env": {"env_vars": env}}
@@ -85,5 +88,5 @@ def build_llm_config(model: ModelConfig, pool: PoolConfig) -> LLMConfig:
         engine_kwargs=_engine_kwargs(model, pool),
         deployment_config=deployment_config(pool.autoscaling, pool.max_ongoing_requests),
         log_engine_metrics=True,
-        **engine_placement(model.accelerator, model.tensor_parallel_size),
+        **engine_placement(model.accelerator, model.tensor_parallel_size, cpu_cores=pool.cpu_cores),
     )
