@@ -60,9 +60,9 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         """Count the request's class as running in this engine until its stream ends."""
         request_class = str((getattr(request, "vllm_xargs", None) or {}).get(CLASS_KEY, DEFAULT_CLASS))
         stream = await super()._run_request(request, **kwargs)
-        ENGINE_STEPS.started(request_class)
 
         async def tracked():
+            ENGINE_STEPS.started(request_class)  # here, so that `finished` always follows it
             try:
                 async for chunk in stream:
                     yield chunk
