@@ -34,7 +34,9 @@ async def stream_request(client: httpx.AsyncClient, body: dict, headers: dict[st
     start = time.perf_counter()
     ttft = None
     usage: dict = {}
-    async with client.stream("POST", endpoint(body), json={**body, "stream": True}, headers=headers) as resp:
+    # Usage in the stream: the app adds it anyway, Ray Serve LLM and vLLM only when asked.
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    async with client.stream("POST", endpoint(body), json=payload, headers=headers) as resp:
         if resp.status_code != 200:
             raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread()).decode()[:300]}")
         async for line in resp.aiter_lines():

@@ -23,7 +23,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def write(out: Path, name: str, rows: list[dict], table: str) -> None:
+def write(out: Path, name: str, rows: list[dict] | dict, table: str) -> None:
     """DIR/NAME.json (every number) and DIR/NAME.md (the table), and the table on stdout."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
@@ -34,3 +34,26 @@ def write(out: Path, name: str, rows: list[dict], table: str) -> None:
 def progress(message: str) -> None:
     """One line per finished arm on stderr, so a run of many minutes shows where it is."""
     print(f"[{time.monotonic() - _START:5.0f}s] {message}", file=sys.stderr, flush=True)
+
+
+def plot_throughput(out: Path, name: str, rows: list[dict], x: str, series: str) -> Path:
+    """DIR/NAME.png: tokens/s against `x`, one line per value of `series`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label in dict.fromkeys(r[series] for r in rows):
+        points = sorted((r[x], r["tokens_per_s"]) for r in rows if r[series] == label)
+        ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(x)
+    ax.set_ylabel("tokens/s")
+    ax.set_title(name)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -2,11 +2,15 @@
 
     python -m cluster.benchmarks.router_mix [--base-url URL] [--out DIR]
 
-The same shuffled mix of code edits, chat and summaries (no class hints) is sent with each
-method forced on every request (x-spec-method: none, ngram, draft_model) and then with no
-header, so the router classifies each request and its policy picks the method. The learned
-policy first gets a warm-up pass to explore. Low and high concurrency, all in one run;
-ratios are against no speculation at the same concurrency. Writes DIR/router_mix.{json,md}.
+The same shuffled mix of the testbed's kinds (`workloads.MIX`, no class hints) is sent with
+each method forced on every request (x-spec-method: none, ngram, draft_model, remote_draft) and
+then with no header, so the router classifies each request and its policy picks the method.
+The router first gets a warm-up pass of other requests of the mix, from which the spec tuner
+gathers its evidence. Concurrency 1, 4 and 16 by default, all in one run, each in `--rounds`
+interleaved passes over the arms (drift on a shared host then hits every arm alike); ratios are
+against no speculation and against the best single method at the same concurrency. Per class,
+the report says which method the router settled on while it learned (the warm-up and the first
+concurrency) and after how many requests of that class. Writes DIR/router_mix.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -35,41 +39,80 @@ def _tagged(bodies: list[dict], tag: str) -> list[dict]:
 
 
 def run(base_url: str, model: str, methods: list[str], concurrencies: list[int], requests: int,
-        max_tokens: int, warmup: int) -> list[dict]:
+        max_tokens: int, warmup: int, rounds: int) -> tuple[list[dict], dict[str, dict]]:
     bodies = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(requests, max_tokens)]
     arms = {m: {"x-spec-method": m} for m in methods} | {ROUTER: {}}
     for headers in arms.values():  # engine caches, the ngram JIT
         asyncio.run(run_load(base_url, _tagged(bodies[:3], "warm-up"), 3, headers))
     learn = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(warmup, max_tokens, seed=5)]
     report.progress(f"router warm-up: {len(learn)} requests")
-    asyncio.run(run_load(base_url, learn, 1))  # the learned policy explores before it is measured
+    learning, _ = asyncio.run(run_load(base_url, learn, 1))  # the router gathers evidence first
 
     rows = []
     for concurrency in concurrencies:
-        for arm, headers in arms.items():
-            tagged = _tagged(bodies, f"{arm} {concurrency}")
-            results, wall = asyncio.run(run_load(base_url, tagged, concurrency, headers))
+        collected: dict[str, tuple[list, float]] = {arm: ([], 0.0) for arm in arms}
+        for r in range(rounds):
+            order = list(arms)[r % len(arms):] + list(arms)[:r % len(arms)]  # no arm always runs first
+            for arm in order:
+                tagged = _tagged(bodies, f"{arm} {concurrency} {r}")
+                results, wall = asyncio.run(run_load(base_url, tagged, concurrency, arms[arm]))
+                collected[arm] = (collected[arm][0] + results, collected[arm][1] + wall)
+                if arm == ROUTER and concurrency == concurrencies[0]:
+                    learning += results
+            report.progress(f"concurrency {concurrency}: round {r + 1} of {rounds}")
+        for arm, (results, wall) in collected.items():
             chosen = Counter(f"{r.headers.get('x-request-class')}->{r.headers.get('x-spec-method')}" for r in results)
             rows.append({"concurrency": concurrency, "arm": arm, **summarize(results, wall),
-                         "choices": dict(sorted(chosen.items()))})
-            report.progress(f"concurrency {concurrency}, {arm}: {rows[-1]['tokens_per_s']:.1f} tok/s "
-                            f"({len(rows)} of {len(concurrencies) * len(arms)} arms)")
+                         "choices": dict(sorted(chosen.items())), "seconds_per_class": per_class(results)})
     for row in rows:
-        base = next(r for r in rows if r["arm"] == "none" and r["concurrency"] == row["concurrency"])
+        same = [r for r in rows if r["concurrency"] == row["concurrency"]]
+        base = next(r for r in same if r["arm"] == "none")
+        best = max((r for r in same if r["arm"] not in ("none", ROUTER)), key=lambda r: r["tokens_per_s"])
         row["throughput_ratio"] = row["tokens_per_s"] / base["tokens_per_s"]
+        row["vs_best_single"] = row["tokens_per_s"] / best["tokens_per_s"]
+        row["best_single"] = best["arm"]
         row["tpot_p50_ratio"] = row["tpot_p50_ms"] / base["tpot_p50_ms"]
         row["ttft_p50_ratio"] = row["ttft_p50_ms"] / base["ttft_p50_ms"]
-    return rows
+    return rows, settled(learning)
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| conc | arm | tok/s | vs none | TPOT p50 ms (ratio) | TTFT p50 ms (ratio) | class->method |",
-             "|---|---|---|---|---|---|---|"]
+def per_class(results: list) -> dict[str, float]:
+    """Mean seconds per request of each class: where an arm gains or loses."""
+    seconds: dict[str, list[float]] = {}
+    for r in results:
+        seconds.setdefault(r.headers.get("x-request-class"), []).append(r.e2e_s)
+    return {c: round(sum(s) / len(s), 3) for c, s in sorted(seconds.items())}
+
+
+def settled(results: list) -> dict[str, dict]:
+    """Per class, in the order sent: the method the router settled on (its last non-exploring
+    choice) and the number of that class's requests up to and including the last change."""
+    out = {}
+    for cls in dict.fromkeys(r.headers.get("x-request-class") for r in results):
+        picks = [(r.headers.get("x-spec-method"), r.headers.get("x-spec-reason")) for r in results
+                 if r.headers.get("x-request-class") == cls]
+        chosen = [(i, m) for i, (m, reason) in enumerate(picks) if reason not in ("explore", "high_load")]
+        if not chosen:
+            continue
+        final = chosen[-1][1]
+        last_other = max((i for i, m in chosen if m != final), default=-1)
+        out[cls] = {"method": final, "after_requests": last_other + 2 if last_other >= 0 else 1,
+                    "requests": len(picks), "explored": sum(reason == "explore" for _, reason in picks)}
+    return out
+
+
+def markdown(rows: list[dict], classes: dict[str, dict]) -> str:
+    lines = ["| conc | arm | tok/s | vs none | vs best single | TPOT p50 ms (ratio) | TTFT p50 ms (ratio) | "
+             "class->method |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         choices = ", ".join(f"{k} {v}" for k, v in r["choices"].items())
         lines.append(f"| {r['concurrency']} | {r['arm']} | {r['tokens_per_s']:.1f} | {r['throughput_ratio']:.2f}x | "
-                     f"{r['tpot_p50_ms']:.1f} ({r['tpot_p50_ratio']:.2f}) | {r['ttft_p50_ms']:.0f} "
-                     f"({r['ttft_p50_ratio']:.2f}) | {choices} |")
+                     f"{r['vs_best_single']:.2f}x ({r['best_single']}) | {r['tpot_p50_ms']:.1f} "
+                     f"({r['tpot_p50_ratio']:.2f}) | {r['ttft_p50_ms']:.0f} ({r['ttft_p50_ratio']:.2f}) | {choices} |")
+    lines += ["", "| class | router settled on | after requests of the class | requests | explored |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {c} | {s['method']} | {s['after_requests']} | {s['requests']} | {s['explored']} |"
+              for c, s in classes.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -77,10 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = report.parser(__doc__)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=30, help="requests the router may learn from first")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved passes of every arm per concurrency")
+    parser.set_defaults(concurrency="1,4,16")
     args = parser.parse_args(argv)
-    rows = run(args.base_url, args.model, args.methods.split(","), [int(c) for c in args.concurrency.split(",")],
-               args.requests, args.max_tokens, args.warmup)
-    report.write(args.out, "router_mix", rows, markdown(rows))
+    rows, classes = run(args.base_url, args.model, args.methods.split(","),
+                        [int(c) for c in args.concurrency.split(",")], args.requests, args.max_tokens, args.warmup,
+                        args.rounds)
+    report.write(args.out, "router_mix", {"rows": rows, "classes": classes}, markdown(rows, classes))
+    report.plot_throughput(args.out, "router_mix", rows, "concurrency", "arm")
 
 
 if __name__ == "__main__":
