@@ -190,7 +190,7 @@ class SpecTuner:
                        for model in app_config.models for pool in model.pools
                        if pool.speculation.tuned()}
         self._routed_models = [m for m in app_config.models if m.router is not None and m.router.policy == "goodput"]
-        self._engines = {(model.id, pool.name): EnginePool(model, pool, pool.speculation.tuner or TunerConfig())
+        self._engines = {(model.id, pool.name): EnginePool(model, pool, TunerConfig())
                          for model in self._routed_models for pool in model.pools
                          if pool.speculation.method != "routed"}
         self._plans: dict[str, dict[str, ClassPlan]] = {m.id: {} for m in self._routed_models}

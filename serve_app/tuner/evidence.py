@@ -10,7 +10,6 @@ expected tokens per step at its k over its measured step seconds at its current 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
