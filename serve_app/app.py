@@ -22,7 +22,7 @@ def build_app(args: AppConfig) -> Application:
     pools: dict[str, dict[str, Application]] = {}
     cards, llm_configs = {}, []
     tuned = any(p.speculation.tuned() for m in args.models for p in m.pools)
-    planned = any(m.router is not None and m.router.policy == "goodput" for m in args.models)
+    planned = any(m.routes_by_goodput() for m in args.models)
     # One small replica: it only folds reports and does arithmetic, every few seconds.
     tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1,
                              ray_actor_options={"num_cpus": 0.1}).bind(args) if tuned or planned else None
@@ -42,7 +42,7 @@ def build_app(args: AppConfig) -> Application:
                                    draft_config=model.draft_worker(pool.speculation.draft_worker))
             if pool.speculation.tuned():
                 bind_kwargs.update(tuner=tuner, tuner_config=pool.speculation.tuner)
-            elif pool.speculation.method != "routed" and model.router is not None and model.router.policy == "goodput":
+            elif pool.speculation.method != "routed" and model.routes_by_goodput():
                 # The router weighs this pool by its step times and per-class acceptance.
                 bind_kwargs.update(tuner=tuner, tuner_config=TunerConfig())
             pools[model.id][pool.name] = build_llm_deployment(

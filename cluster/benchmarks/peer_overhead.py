@@ -80,7 +80,8 @@ def remove_peer() -> None:
     """Delete the peer app, then end what its replicas started: vLLM engine processes outlive them."""
     from ray import serve
 
-    replicas = [p for p in psutil.process_iter(["cmdline"]) if f"ServeReplica:{PEER_APP}:" in " ".join(p.info["cmdline"] or [])]
+    replicas = [p for p in psutil.process_iter(["cmdline"])
+                if f"ServeReplica:{PEER_APP}:" in " ".join(p.info["cmdline"] or [])]
     engines = [c for p in replicas for c in p.children(recursive=True)]
     serve.delete(PEER_APP)
     _, alive = psutil.wait_procs(replicas + engines, timeout=30)

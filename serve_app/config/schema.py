@@ -8,7 +8,7 @@ the field's path and what to change.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -190,6 +190,12 @@ class AutoscalingConfig(_Strict):
         return self
 
 
+# Pools and draft workers alike.
+CpuCores = Annotated[str | None, Field(pattern=r"^[0-9,\-|]+$", description=(
+    "CPU only: the cores this engine's threads bind to (vLLM's VLLM_CPU_OMP_THREADS_BIND, one '|'-separated "
+    "group per TP rank), so engines that would otherwise all bind to the same core run side by side."))]
+
+
 class DraftWorkerConfig(CheckpointConfig):
     """A draft model served by its own deployment, apart from the targets, shared by their replicas."""
 
@@ -198,9 +204,7 @@ class DraftWorkerConfig(CheckpointConfig):
     max_model_len: int | None = Field(None, ge=16, description="The target's max_model_len + k by default.")
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
     gpu_fraction: float = Field(1.0, gt=0, le=1, description="Share of one GPU per replica (GPU only).")
-    cpu_cores: str | None = Field(None, pattern=r"^[0-9,\-|]+$", description=(
-        "CPU only: the cores this engine's threads bind to (vLLM's VLLM_CPU_OMP_THREADS_BIND, one '|'-separated "
-        "group per TP rank), so engines that would otherwise all bind to the same core run side by side."))
+    cpu_cores: CpuCores = None
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="Share of the GPU's memory vLLM may take; 0.9 x gpu_fraction by default.")
     runtime_overhead_gib: float = Field(1.0, ge=0)
@@ -235,9 +239,7 @@ class PoolConfig(_Strict):
     speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     max_ongoing_requests: int = Field(64, ge=1)
-    cpu_cores: str | None = Field(None, pattern=r"^[0-9,\-|]+$", description=(
-        "CPU only: the cores this engine's threads bind to (vLLM's VLLM_CPU_OMP_THREADS_BIND, one '|'-separated "
-        "group per TP rank), so engines that would otherwise all bind to the same core run side by side."))
+    cpu_cores: CpuCores = None
 
 
 class RequestClassConfig(_Strict):
@@ -322,6 +324,10 @@ class ModelConfig(_Strict):
 
     def draft_max_model_len(self, worker: DraftWorkerConfig) -> int:
         return worker.max_model_len or self.max_model_len + K_MAX
+
+    def routes_by_goodput(self) -> bool:
+        """Whether the spec tuner plans this model's routes (router.policy: goodput)."""
+        return self.router is not None and self.router.policy == "goodput"
 
     def class_names(self) -> list[str]:
         return [c.name for c in self.router.classes] if self.router is not None else [DEFAULT_CLASS]

@@ -82,7 +82,7 @@ class SpecIngress(OpenAiIngress):
         self._models = {m.id: m for m in app_config.models}
         self._policies = {m.id: Policy(m.router) for m in app_config.models if m.router is not None}
         self._in_flight: Counter[tuple[str, str]] = Counter()
-        if tuner is not None and any(m.router.policy == "goodput" for m in app_config.models if m.router):
+        if tuner is not None and any(m.routes_by_goodput() for m in app_config.models):
             self._table_refresh = asyncio.get_running_loop().create_task(self._refresh_route_table(tuner))
 
     async def _refresh_route_table(self, tuner: DeploymentHandle) -> None:

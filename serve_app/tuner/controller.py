@@ -150,7 +150,7 @@ class PoolTuner:
         if state is None or self.cost is None:
             return Option(method, self.pool.name, state.k if state else 0, None, evidence)
         survival = state.estimate.survival(state.k_max, self.config.min_drafts)
-        evidence["drafts"] = round(state.estimate.asked[0], 1) if state.estimate.asked else 0
+        evidence["drafts"] = state.estimate.drafts_seen()
         k, drafting_known = state.k, method in self.cost.drafting
         if survival is None or (k and not drafting_known):
             return Option(method, self.pool.name, k, None, evidence)
@@ -189,7 +189,7 @@ class SpecTuner:
         self._pools = {(model.id, pool.name): PoolTuner(model, pool, now)
                        for model in app_config.models for pool in model.pools
                        if pool.speculation.tuned()}
-        self._routed_models = [m for m in app_config.models if m.router is not None and m.router.policy == "goodput"]
+        self._routed_models = [m for m in app_config.models if m.routes_by_goodput()]
         self._engines = {(model.id, pool.name): EnginePool(model, pool, TunerConfig())
                          for model in self._routed_models for pool in model.pools
                          if pool.speculation.method != "routed"}

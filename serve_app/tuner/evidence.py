@@ -67,6 +67,7 @@ class EnginePool:
         self.classes: dict[str, _ClassAcceptance] = {}
         self.steps: deque[tuple[float, dict]] = deque()
         self.rows = 1.0
+        self.step_s: float | None = None  # median step seconds at about `rows`; None until enough were timed
         self._totals = ReplicaTotals()
 
     def ingest(self, replica: str, report: dict, now: float) -> None:
@@ -82,26 +83,24 @@ class EnginePool:
         recent = [s["rows"] for t, s in self.steps if t >= now - self.config.period_s]
         if recent:  # an idle pool keeps the batch size it last ran at
             self.rows = float(np.mean(recent))
+        seconds = [s["seconds"] for s in near([s for _, s in self.steps], self.rows)]
+        self.step_s = float(np.median(seconds)) if len(seconds) >= MIN_COST_SAMPLES else None
         for state in self.classes.values():
             if any(state.new_asked):
                 state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps,
                                       self.config.min_drafts, self.config.shift_threshold)
                 state.new_asked, state.new_accepted = [], []
 
-    def step_seconds(self) -> float | None:
-        """Median seconds of a step at about the current batch size; None before enough were timed."""
-        seconds = [s["seconds"] for s in near([s for _, s in self.steps], self.rows)]
-        return float(np.median(seconds)) if len(seconds) >= MIN_COST_SAMPLES else None
-
     def option(self, request_class: str) -> Option:
-        step_s = self.step_seconds()
+        """What this pool gives one request of the class, as of the last `update`."""
+        step_s = self.step_s
         evidence = {"rows": round(self.rows, 2), "step_s": step_s}
         tokens: float | None = 1.0
         if self.k:
             state = self.classes.get(request_class)
             survival = state.estimate.survival(self.k, self.config.min_drafts) if state else None
             tokens = expected_tokens(survival, self.k) if survival else None
-            evidence.update(drafts=round(state.estimate.asked[0], 1) if state and state.estimate.asked else 0,
+            evidence.update(drafts=state.estimate.drafts_seen() if state else 0,
                             tokens_per_step=tokens)
         goodput = tokens / step_s if tokens is not None and step_s else None
         return Option(self.method, self.pool.name, self.k, goodput, evidence)

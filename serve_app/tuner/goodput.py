@@ -67,6 +67,10 @@ class AcceptanceEstimate:
         self.recent_asked, self.recent_accepted = list(self.asked), list(self.accepted)
         return True
 
+    def drafts_seen(self) -> float:
+        """Steps (remembered, after forgetting) that asked for a first draft token: the evidence size."""
+        return round(self.asked[0], 1) if self.asked else 0
+
     def survival(self, k_max: int, min_drafts: float) -> list[float] | None:
         """P(the first p+1 drafts are accepted) for p < k_max; None before `min_drafts` reached the
         first position. Beyond the deepest position with `min_drafts`, each further position keeps
