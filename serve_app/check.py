@@ -18,6 +18,10 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.placement import plan_app, render
+from cluster.planner import acceptance
+from cluster.planner.projection import project_model
+from cluster.planner.report import summary_lines
+from cluster.planner.step_costs import CalibrationTable
 from serve_app.config.schema import AppConfig, format_validation_error
 
 APP_IMPORT_PATH = "serve_app.app:build_app"
@@ -60,6 +64,21 @@ def load_apps(path: Path) -> list[tuple[str, AppConfig]]:
     return apps
 
 
+def projection_summary(path: Path, app: AppConfig) -> str:
+    """What speculation is projected to give each GPU model's classes (`cluster.planner`)."""
+    lines = []
+    for model in app.models:
+        if model.accelerator.kind != "gpu":
+            continue
+        lines.append(f"{model.id}: projected from measured GPU step costs and published acceptance "
+                     f"(tables: python -m cluster.planner {path})")
+        try:
+            lines += summary_lines(*project_model(model, CalibrationTable(), acceptance.load(None)))
+        except (ValueError, FileNotFoundError) as e:
+            lines.append(f"  no projection: {e}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", type=Path)
@@ -75,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, app in apps:
             print(f"{path} / application {name}: valid")
             print(render(plan_app(app)))
+            print(projection_summary(path, app))
     return 0 if ok else 1
 
 

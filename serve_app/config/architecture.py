@@ -28,6 +28,12 @@ class Architecture(BaseModel):
     tie_word_embeddings: bool = False
     # Set when the formula below does not describe the model (e.g. EAGLE heads).
     num_params: float | None = None
+    # Set when the output head predicts over fewer tokens than the tokenizer has (EAGLE-3 heads
+    # map a reduced draft vocabulary back to the target's).
+    head_vocab_size: int | None = Field(None, ge=1)
+
+    def output_vocab(self) -> int:
+        return self.head_vocab_size or self.vocab_size
 
     def param_count(self) -> float:
         if self.num_params is not None:
@@ -53,7 +59,7 @@ _LLAMA_1B = Architecture(num_layers=16, hidden_size=2048, num_attention_heads=32
                          intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True)
 # One EAGLE-3 decoder layer over 2x hidden inputs, its fusion layer and a 32k draft lm_head.
 _EAGLE3_70B = Architecture(num_layers=1, hidden_size=8192, num_attention_heads=64, num_kv_heads=8, head_dim=128,
-                           intermediate_size=28672, vocab_size=128256, num_params=1.40e9)
+                           intermediate_size=28672, vocab_size=128256, num_params=1.40e9, head_vocab_size=32000)
 
 KNOWN_ARCHITECTURES: dict[str, Architecture] = {
     "meta-llama/Llama-3.1-70B-Instruct": _LLAMA_70B,
