@@ -125,12 +125,11 @@ def test_check_cli_prints_the_plan_for_both_configs(test_models):
     assert "tiny-llama / pool draft (speculation: draft_model)" in out
     assert "replicas 1..4, TP 4: 4 x GPU H100 per replica" in out
     assert "fits: per GPU 72.0 GiB usable = weights 32.9" in out
-    assert "total GPU H100: 12 at min replicas, 40 at max replicas" in out
-    # The draft worker is placed apart: half an L4 per replica, its own memory fit.
+    assert "total GPU H100: 13 at min replicas, 43 at max replicas" in out
+    # The draft worker is placed apart: half an H100 per replica, its own memory fit.
     assert "llama-3.3-70b-instruct / draft worker llama-1b (speculation: remote_draft)" in out
-    assert "replicas 2..6, TP 1: 0.5 x GPU L4 per replica" in out
-    assert "fits: per 0.5 GPU 10.8 GiB usable = weights 2.3" in out
-    assert "total GPU L4: 1 at min replicas, 3 at max replicas" in out
+    assert "replicas 2..6, TP 1: 0.5 x GPU H100 per replica" in out
+    assert "fits: per 0.5 GPU 36.0 GiB usable = weights 2.3" in out
     assert "tiny-llama / draft worker tiny-draft (speculation: remote_draft)" in out
 
 

@@ -79,7 +79,7 @@ def test_prod_engines_are_placed_as_planned():
     assert routed.engine_kwargs["speculative_config"]["method"] == "custom_class"
     assert "draft" not in str(routed.engine_kwargs["speculative_config"]), "no drafter on the target's GPUs"
     draft = build_draft_llm_config(model, model.draft_worker("llama-1b"))
-    assert draft.accelerator_type == "L4"
+    assert draft.accelerator_type == "H100"
     assert draft.placement_group_config == {"bundle_per_worker": {"GPU": 0.5}, "strategy": "STRICT_PACK"}
     assert draft.engine_kwargs["gpu_memory_utilization"] == 0.45
     assert draft.engine_kwargs["enable_prefix_caching"] is True
