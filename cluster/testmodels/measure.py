@@ -1,6 +1,10 @@
-"""Measure the built target/draft pair with vLLM on CPU (run as a child process).
+"""Measure the built target/draft pair with vLLM on CPU (run as child processes).
 
-    python -m cluster.testmodels.measure DIR OUT_JSON
+    python -m cluster.testmodels.measure DIR OUT_JSON ENGINE [ENGINE ...]
+
+ENGINE is one of `ENGINES` (none, ngram, draft_model, draft_alone), run one after another in
+this process; the build runs two such processes side by side, one per core
+(`VLLM_CPU_OMP_THREADS_BIND`), and merges their results (`merge`).
 
 For each kind of request (`tasks.py`, prompts from the held-out corpus) it measures, with
 vLLM's own spec-decode counters, how many draft tokens prompt lookup (`ngram`) and the draft
@@ -88,40 +92,59 @@ def _ms_per_token(llm, prompts: list[str]) -> float:
     return (time.perf_counter() - start) * 1000 / tokens
 
 
-def main(model_dir: str, out_json: str) -> None:
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+DRAFT_ALONE = "draft_alone"
+ENGINES = (*METHODS, DRAFT_ALONE)
+
+
+def run_engine(name: str, model_dir: str, prompts: dict[str, list[str]]) -> dict:
+    """One engine's measurements: acceptance per kind (speculating engines) and ms per token."""
     target, draft = f"{model_dir}/target", f"{model_dir}/draft"
-    kinds = list(tasks.GENERATORS)
-    prompts = {kind: _prompts(kind, ACCEPTANCE_PROMPTS) for kind in kinds}
+    _log(f"engine with {name}")
+    if name == DRAFT_ALONE:
+        llm = _engine(draft)
+    else:
+        spec = METHODS[name]
+        llm = _engine(target, {**spec, "model": draft} if name == "draft_model" else spec)
+    _ms_per_token(llm, prompts["chat"][:1])  # warm-up (the ngram proposer compiles on first use)
+    _log(f"{name} started")
+    out: dict = {"acceptance": {}, "ms_per_token": {}}
+    if name in METHODS and METHODS[name]:
+        for kind in prompts:
+            out["acceptance"][kind] = {name: _acceptance(llm, prompts[kind], 0.0)}
+        for kind in SAMPLED_KINDS:
+            out["acceptance"][kind][f"{name}_sampled"] = _acceptance(llm, prompts[kind], 1.0)
+        _log(f"{name}: acceptance measured")
+    for kind in TIMED_KINDS:
+        out["ms_per_token"][kind] = {name: _ms_per_token(llm, prompts[kind][:TIMED_PROMPTS])}
+    _log(f"{name}: ms per token {json.dumps({k: round(v[name], 1) for k, v in out['ms_per_token'].items()})}")
+    del llm
+    return out
+
+
+def merge(parts: list[dict]) -> dict:
+    """The engines' results as one report, with each method's speedup and the cost ratio."""
     result: dict = {"k": K, "new_tokens": NEW_TOKENS, "acceptance": {}, "ms_per_token": {}}
-    for method, spec in METHODS.items():
-        _log(f"engine with {method}")
-        if method == "draft_model":
-            spec = {**spec, "model": draft}
-        llm = _engine(target, spec)
-        _ms_per_token(llm, prompts["chat"][:1])  # warm-up (the ngram proposer compiles on first use)
-        _log("started")
-        if spec:
-            for kind in kinds:
-                result["acceptance"].setdefault(kind, {})[method] = _acceptance(llm, prompts[kind], 0.0)
-            for kind in SAMPLED_KINDS:
-                result["acceptance"][kind][f"{method}_sampled"] = _acceptance(llm, prompts[kind], 1.0)
-            _log("acceptance measured")
-        for kind in TIMED_KINDS:
-            result["ms_per_token"].setdefault(kind, {})[method] = _ms_per_token(llm, prompts[kind][:TIMED_PROMPTS])
-        _log(f"{method}: {json.dumps({k: v[method] for k, v in result['ms_per_token'].items()})}")
-        del llm
-    for kind, row in result["ms_per_token"].items():
+    for part in parts:
+        for section in ("acceptance", "ms_per_token"):
+            for kind, row in part[section].items():
+                result[section].setdefault(kind, {}).update(row)
+    draft_ms = statistics.mean(row.pop(DRAFT_ALONE) for row in result["ms_per_token"].values())
+    for row in result["ms_per_token"].values():
         row["speedup"] = {m: row["none"] / row[m] for m in METHODS if m != "none"}
-    _log("draft alone")
-    alone = _engine(draft)
-    _ms_per_token(alone, prompts["chat"][:1])
-    draft_ms = statistics.mean(_ms_per_token(alone, prompts[kind][:TIMED_PROMPTS]) for kind in TIMED_KINDS)
     target_ms = statistics.mean(row["none"] for row in result["ms_per_token"].values())
     result.update(target_ms_per_token=target_ms, draft_ms_per_token=draft_ms, cost_ratio=target_ms / draft_ms)
+    return result
+
+
+def main(model_dir: str, out_json: str, engines: list[str]) -> None:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    prompts = {kind: _prompts(kind, ACCEPTANCE_PROMPTS) for kind in tasks.GENERATORS}
+    parts = [run_engine(name, model_dir, prompts) for name in engines]
     with open(out_json, "w") as f:
-        json.dump(result, f)
+        json.dump(parts, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) < 4 or set(sys.argv[3:]) - set(ENGINES):
+        sys.exit(f"usage: python -m cluster.testmodels.measure DIR OUT_JSON ENGINE [ENGINE ...] ({', '.join(ENGINES)})")
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -165,6 +165,23 @@ def generate(model, prompts: list[list[int]], new_tokens: int, sample: bool, see
     return out  # type: ignore[return-value]
 
 
+@torch.no_grad()
+def draft_from_target(draft, target, layers: str):
+    """The draft starts as the target cut to `layers`: a draft that shares the target's
+    embedding, head and early features agrees with it sooner than one learnt from nothing."""
+    picked = [int(i) for i in layers.split(",")]
+    if len(picked) != len(draft.model.layers) or draft.config.hidden_size != target.config.hidden_size:
+        raise SystemExit(f"draft_init_layers={layers!r}: needs one target layer per draft layer and the "
+                         f"target's width ({len(draft.model.layers)} layers of {draft.config.hidden_size} here)")
+    state = {k: v for k, v in target.state_dict().items() if not k.startswith("model.layers.")}
+    for mine, theirs in enumerate(picked):
+        prefix = f"model.layers.{theirs}."
+        state.update({f"model.layers.{mine}." + k[len(prefix):]: v for k, v in target.state_dict().items()
+                      if k.startswith(prefix)})
+    draft.load_state_dict(state, strict=True)
+    return draft
+
+
 def distill_draft(draft, target, batches: Batches, recipe: Recipe, log) -> list[dict]:
     """KL to the target's next-token distribution plus cross-entropy on its argmax (what greedy
     verification accepts), on the rows the target trained on. Not on the target's own
@@ -333,6 +350,8 @@ def main() -> None:
     _save(target, args.out / "target.safetensors")
 
     draft = new_model(recipe.draft, recipe.vocab_size, recipe.max_positions, recipe.seed + 1).to(DEV)
+    if recipe.draft_init_layers:
+        draft_from_target(draft, target, recipe.draft_init_layers)
     draft_history = distill_draft(draft, target, Batches(streams, markers, recipe, recipe.seed + 1), recipe, log)
     _save(draft, args.out / "draft.safetensors")
 
