@@ -35,8 +35,6 @@ def _memory_bound_table(tmp_path, arch, name: str) -> CalibrationTable:
     points = [{"batch": b, "tokens": t, "layer_ms": layer_ms, "matmul_ms": layer_ms, "attention_ms": 0.0,
                "head_ms": head_ms} for b in (1, 2) for t in (1, 2)]
     run = {"model": name, "tp": 1, "context": 2048, "points": points, "attention_by_context": [],
-           "shard": {"hidden": arch.hidden_size, "q_heads": arch.num_attention_heads, "kv_heads": arch.num_kv_heads,
-                     "head_dim": arch.head_dim, "intermediate": arch.intermediate_size, "vocab": arch.vocab_size},
            "shape": {"layers": arch.num_layers, "hidden": arch.hidden_size, "heads": arch.num_attention_heads,
                      "kv_heads": arch.num_kv_heads, "head_dim": arch.head_dim,
                      "intermediate": arch.intermediate_size, "vocab": arch.vocab_size}}

@@ -111,18 +111,21 @@ class CalibrationTable:
     def fixed_ms(self) -> dict[str, float]:
         """Per-layer matmul and per-step head time at no bytes: the intercepts of time against
         weight bytes across the measured shapes, at batch 1 and one token."""
-        firsts = [(r["shard"], _point(r, 1, 1)) for r in self.runs]
-        return {"matmul": _intercept([_layer_bytes(s) for s, _ in firsts], [p["matmul_ms"] for _, p in firsts]),
-                "head": _intercept([2 * s["hidden"] * s["vocab"] for s, _ in firsts], [p["head_ms"] for _, p in firsts])}
+        firsts = [(_shard(r), _point(r, 1, 1)) for r in self.runs]
+        return {"matmul": _intercept([s.layer_params * BF16 for s, _ in firsts], [p["matmul_ms"] for _, p in firsts]),
+                "head": _intercept([s.head_params * BF16 for s, _ in firsts], [p["head_ms"] for _, p in firsts])}
 
 
 def _point(run: dict, batch: int, tokens: int) -> dict:
     return next(p for p in run["points"] if p["batch"] == batch and p["tokens"] == tokens)
 
 
-def _layer_bytes(s: dict) -> float:
-    d = s["head_dim"]
-    return BF16 * s["hidden"] * ((s["q_heads"] + 2 * s["kv_heads"]) * d + s["q_heads"] * d + 3 * s["intermediate"])
+def _shard(run: dict) -> Shard:
+    s = run["shape"]
+    arch = Architecture(num_layers=s["layers"], hidden_size=s["hidden"], num_attention_heads=s["heads"],
+                        num_kv_heads=s["kv_heads"], head_dim=s["head_dim"], intermediate_size=s["intermediate"],
+                        vocab_size=s["vocab"])
+    return Shard(arch, run["tp"])
 
 
 def _intercept(xs: list[float], ys: list[float]) -> float:
@@ -181,15 +184,11 @@ class StepModel:
         rows = batch * tokens
         ms = {k: grid_value(points, f"{k}_ms", batch, tokens) for k in ("layer", "matmul", "attention", "head")}
         context = context or self.run_context
-        if context != self.run_context:
-            by_context = [p for p in self.run["attention_by_context"] if p["context"] == context]
-            if by_context:
-                ms["attention"] = grid_value(by_context, "ms", batch, tokens)
-            else:  # between measured contexts: linear in the context at this load
-                ctxs = sorted({p["context"] for p in self.run["attention_by_context"]})
-                vals = [grid_value([p for p in self.run["attention_by_context"] if p["context"] == c], "ms", batch,
-                                   tokens) for c in ctxs]
-                ms["attention"] = max(0.0, _interp(np.array(ctxs, float), np.array(vals), context))
+        if context != self.run_context:  # linear in the context between the measured ones, at this load
+            by_context = self.run["attention_by_context"]
+            contexts = sorted({p["context"] for p in by_context})
+            values = [grid_value([p for p in by_context if p["context"] == c], "ms", batch, tokens) for c in contexts]
+            ms["attention"] = max(0.0, _interp(np.array(contexts, float), np.array(values), context))
         rest = max(0.0, ms["layer"] - ms["matmul"] - grid_value(points, "attention_ms", batch, tokens))
         kv_bytes = batch * context * shard.kv_heads * a.head_dim * 2 * BF16
         attn_flops = 4 * rows * shard.q_heads * context * a.head_dim
