@@ -9,6 +9,13 @@ bash scripts/install.sh cpu
 python -m cluster.testmodels.build
 python -m serve_app.check "$config"
 
+# The control routes' key (configs/local.yaml: ingress.access.control_keys_env).
+if [ -z "${SPECSERVE_CONTROL_KEY:-}" ]; then
+  (umask 077; python -c 'import secrets; print(secrets.token_urlsafe(24))' > .cache/control_key)
+  SPECSERVE_CONTROL_KEY="$(cat .cache/control_key)"
+  echo "control key for POST /v1/spec/tuner/pin (Authorization: Bearer KEY): in .cache/control_key"
+fi
+export SPECSERVE_CONTROL_KEY
 export SPECSERVE_RUN_ID="run-$$-$(date +%s)"
 trap 'python -m cluster.processes kill "$SPECSERVE_RUN_ID"' EXIT
 # The app needs more logical CPUs than a laptop has cores (ingress + one bundle per engine);

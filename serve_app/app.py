@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: Ray Serve validates `args` against the
 # builder's annotation only when it is the AppConfig class itself, not a string.
 from ray import serve
-from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
 from ray.serve.deployment import Application
 from ray.serve.llm import build_llm_deployment
 from ray.serve.llm.ingress import make_fastapi_ingress
@@ -11,7 +10,9 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 from serve_app.config.schema import AppConfig, TunerConfig
 from serve_app.draft_worker.llm_config import build_draft_llm_config
 from serve_app.draft_worker.server import DraftServer
+from serve_app.ingress.access import AccessMiddleware
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
+from serve_app.ingress.ray_llm import new_ingress_app, to_model_metadata
 from serve_app.target.llm_config import build_llm_config, deployment_name
 from serve_app.target.server import TargetServer
 from serve_app.tuner.controller import SpecTuner
@@ -24,8 +25,9 @@ def build_app(args: AppConfig) -> Application:
     tuned = any(p.speculation.tuned() for m in args.models for p in m.pools)
     planned = any(m.routes_by_goodput() for m in args.models)
     # One small replica: it only folds reports and does arithmetic, every few seconds.
-    tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1,
-                             ray_actor_options={"num_cpus": 0.1}).bind(args) if tuned or planned else None
+    # No access log: every ingress replica asks it for the route table every 2 s.
+    tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1, ray_actor_options={"num_cpus": 0.1},
+                             logging_config={"enable_access_log": False}).bind(args) if tuned or planned else None
     for model in args.models:
         pools[model.id] = {}
         draft_workers = {
@@ -54,7 +56,10 @@ def build_app(args: AppConfig) -> Application:
     options.pop("autoscaling_config", None)
     options.update(num_replicas=args.ingress.num_replicas, max_ongoing_requests=args.ingress.max_ongoing_requests,
                    ray_actor_options={"num_cpus": 0.5})
-    ingress = make_fastapi_ingress(SpecIngress, endpoint_map=ENDPOINTS)
+    # Added last, so it runs first: refused requests never reach body parsing.
+    fastapi_app = new_ingress_app()
+    fastapi_app.add_middleware(AccessMiddleware, access=args.ingress.access, max_body_bytes=args.ingress.max_body_bytes)
+    ingress = make_fastapi_ingress(SpecIngress, endpoint_map=ENDPOINTS, app=fastapi_app)
     return serve.deployment(ingress, name="ingress", **options).bind(
         llm_deployments={m.id: pools[m.id][m.pool(None).name] for m in args.models},
         model_cards=cards,

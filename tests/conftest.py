@@ -54,12 +54,18 @@ def test_models() -> dict:
     return ensure_built()
 
 
+CONTROL_KEY_ENV = "SPECSERVE_CONTROL_KEY"
+CONTROL_KEY = uuid.uuid4().hex
+CONTROL_AUTH = {"authorization": f"Bearer {CONTROL_KEY}"}
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A private Ray head (own ports, own temp dir), ended by run id at session end."""
     run_id = f"test-{uuid.uuid4().hex[:8]}"
     gcs_port, metrics_port = free_port(), free_port()
-    env = {**os.environ, RUN_ID_ENV: run_id}
+    # The control key configs/local.yaml names (ingress.access.control_keys_env).
+    env = {**os.environ, RUN_ID_ENV: run_id, CONTROL_KEY_ENV: CONTROL_KEY}
     temp_dir = tmp_path_factory.mktemp("ray")
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--num-cpus=16",

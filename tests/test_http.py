@@ -9,7 +9,7 @@ import pytest
 
 from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
-from tests.conftest import wait_until
+from tests.conftest import CONTROL_AUTH, wait_until
 
 MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
@@ -167,7 +167,7 @@ def _tuner_state(base: str) -> dict:
 
 
 def _pin(base: str, k: int | None) -> None:
-    response = httpx.post(f"{base}/v1/spec/tuner/pin", json={**TUNED, "k": k}, timeout=30)
+    response = httpx.post(f"{base}/v1/spec/tuner/pin", json={**TUNED, "k": k}, headers=CONTROL_AUTH, timeout=30)
     assert response.status_code == 200, response.text
 
 
@@ -197,9 +197,25 @@ def test_bad_pin_is_400_in_openai_shape(serve_app):
     for change, message in [({"request_class": "poetry"}, "tunes no (poetry, remote_draft)"),
                             ({"k": 99}, "k must be from 0 to 8"),
                             ({"pool": "plain"}, "no tuned pool 'plain'")]:
-        response = httpx.post(f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3, **change}, timeout=30)
+        response = httpx.post(f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3, **change},
+                              headers=CONTROL_AUTH, timeout=30)
         assert response.status_code == 400
         assert message in response.json()["error"]["message"]
+
+
+def test_control_route_needs_its_key_and_bodies_are_bounded(serve_app):
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        response = httpx.post(f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3}, headers=headers, timeout=30)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["type"] == "AuthenticationError"
+    assert not any(key["pinned"] for key in _tuner_state(serve_app)["keys"]), "a refused pin changed nothing"
+    big = b'{"model": "tiny-llama", "prompt": "' + b"x" * (4 * 2**20) + b'"}'
+    response = httpx.post(f"{serve_app}/v1/completions", content=big, timeout=30,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "ingress.max_body_bytes" in response.json()["error"]["message"]
+    response = httpx.post(f"{serve_app}/v1/completions", content=b'{"model": "tiny-llama", "prompt": "\xff"}',
+                          timeout=30, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not valid UTF-8" in response.json()["error"]["message"]
 
 
 def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_cluster):

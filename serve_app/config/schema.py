@@ -426,9 +426,31 @@ def _check_shared_vocabulary(draft: Architecture, target: Architecture, field: s
                          f"drafting needs a draft that shares the target's tokenizer")
 
 
+_KEY_SOURCE = r"^\S+$"
+
+
+class AccessConfig(_Strict):
+    """Who may call the app (`serve_app/ingress/access.py`). Keys come from an environment
+    variable (comma-separated) or a file with one key per line (a mounted Kubernetes Secret)."""
+
+    api_keys_env: str | None = Field(None, pattern=_KEY_SOURCE, description=(
+        "Environment variable with the API keys that inference and state routes require as "
+        "`Authorization: Bearer KEY`. No API keys configured: those routes are open."))
+    api_keys_file: str | None = Field(None, pattern=_KEY_SOURCE, description="File with API keys, one per line.")
+    control_keys_env: str | None = Field(None, pattern=_KEY_SOURCE, description=(
+        "Environment variable with the keys of the control routes (POST /v1/spec/tuner/pin). None configured: "
+        "those routes answer 404."))
+    control_keys_file: str | None = Field(None, pattern=_KEY_SOURCE, description="File with control keys, one per line.")
+    expose_state: bool = Field(True, description="GET /v1/spec/tuner and /v1/spec/router (per-class figures, no "
+                                                 "prompt text); false: 404.")
+
+
 class IngressConfig(_Strict):
     num_replicas: int = Field(1, ge=1)
     max_ongoing_requests: int = Field(256, ge=1)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    # A 32k-token prompt is about 130 KB of text; chat histories and tool schemas add to it.
+    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Larger request bodies get 413.")
 
 
 class AppConfig(_Strict):

@@ -20,13 +20,14 @@ from typing import AsyncIterator
 from fastapi import HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict
 from ray import serve
-from ray.llm._internal.serve.core.configs.openai_api_models import ModelList, OpenAIHTTPException
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.entrypoints.generate.base.protocol import StreamOptions
 
 from serve_app.config.schema import AppConfig, ModelConfig
+from serve_app.ingress import access
+from serve_app.ingress.ray_llm import ModelList, OpenAIHTTPException
 from serve_app.observability import metrics
 from serve_app.proposer.request_spec import CLASS_KEY, RequestSpec
 from serve_app.router.policy import Policy
@@ -74,6 +75,7 @@ class SpecIngress(OpenAiIngress):
                  pool_deployments: dict[str, dict[str, DeploymentHandle]], app_config: AppConfig,
                  tuner: DeploymentHandle | None = None):
         super().__init__(llm_deployments, model_cards)
+        access.check(app_config.ingress.access)
         self._tuner = tuner
         self._pool_handles = {
             (model, pool): handle.options(stream=True)

@@ -1,0 +1,15 @@
+"""The one place this project reaches into Ray Serve LLM's private modules (`ray.llm._internal`).
+
+Ray Serve LLM exports its ingress class and `make_fastapi_ingress`, but not the pieces an
+ingress that adds routes and middleware also needs: the FastAPI app with Ray's own middleware
+(OpenAI-shaped errors, request ids, HTTP metrics), the OpenAI error exception, the model list
+type and model cards. `tests/test_ray_llm_seam.py` pins what is used here, so a Ray upgrade
+that moves them fails there first.
+"""
+
+from ray.llm._internal.serve.core.configs.openai_api_models import (  # noqa: F401
+    ModelList,
+    OpenAIHTTPException,
+    to_model_metadata,
+)
+from ray.llm._internal.serve.core.ingress.ingress import init as new_ingress_app  # noqa: F401

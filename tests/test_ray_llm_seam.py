@@ -1,0 +1,36 @@
+"""Pins what `serve_app/ingress/ray_llm.py` takes from Ray Serve LLM's private modules."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from serve_app.ingress import ray_llm
+
+
+def test_the_ingress_app_answers_errors_in_the_openai_shape():
+    app = ray_llm.new_ingress_app()
+    assert isinstance(app, FastAPI)
+
+    @app.get("/boom")
+    async def boom():
+        raise ray_llm.OpenAIHTTPException(status_code=404, message="no such thing", type="NotFoundError")
+
+    async def call():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.get("/boom")
+
+    response = asyncio.run(call())
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == 404 and "no such thing" in error["message"] and error["type"]
+
+
+def test_model_cards_and_lists_keep_their_fields():
+    fields = ray_llm.ModelList.model_fields
+    assert {"object", "data"} <= set(fields)
+    with pytest.raises(TypeError):
+        ray_llm.to_model_metadata()  # model id and LLM config are required
