@@ -16,7 +16,7 @@ in-engine drafter runs the k its engine started with, at every load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cluster.planner import acceptance
 from cluster.planner.step_costs import CalibrationTable, StepModel
@@ -30,7 +30,7 @@ REMOTE_CALL_S = 1.0e-3
 # CPU time of one engine step (scheduling, input preparation, sampling bookkeeping) that async
 # scheduling overlaps with the GPU's work: SGLang's overlap scheduler gained about 10% throughput
 # on Llama-3.1-8B (sglang PR 1738); vLLM's full overlap 5-10% more (vllm PR 23569). 10% of an 8B
-# H100 step is about 0.6 ms, taken here for every engine.
+# H100 step is about 0.6 ms, added to every step of an engine without async scheduling.
 SYNC_CPU_S = 0.6e-3
 IN_ENGINE_DRAFTERS = ("draft_model", "eagle", "eagle3", "medusa", "mlp_speculator", "mtp")
 
@@ -60,7 +60,6 @@ class Projection:
     alpha: float
     k_max: int
     rows: list[Row]
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def stops_paying_at(self) -> int | None:
@@ -73,7 +72,8 @@ class EngineCost:
 
     def __init__(self, target: StepModel, drafter: StepModel | None, remote: tuple[StepModel, float] | None,
                  sync_cpu_s: float, context: int):
-        self.target, self.drafter, self.remote, self.sync_cpu_s, self.context = target, drafter, remote, sync_cpu_s, context
+        self.target, self.drafter, self.remote = target, drafter, remote
+        self.sync_cpu_s, self.context = sync_cpu_s, context
 
     def draft_seconds(self, rows: float, k: int) -> float:
         if k == 0:
