@@ -1,6 +1,6 @@
 """Measure one engine step of Llama-shaped models on this GPU, by batch size and tokens per row.
 
-    python -m cluster.calibration.gpu_steps --out cluster/calibration/h200.json   # on a CUDA machine, ~3 min
+    python -m cluster.calibration.gpu_steps --out cluster/calibration/h200.json   # on a CUDA machine, ~30 s
 
 Torch only (vLLM does not run on the lent GPU). For each shape and tensor-parallel degree it
 times, with CUDA graphs and bf16, one tensor-parallel rank's share of a decoder layer at a KV
