@@ -33,7 +33,9 @@ def build_app(args: AppConfig) -> Application:
         draft_workers = {
             worker.name: build_llm_deployment(
                 build_draft_llm_config(model, worker), deployment_cls=DraftServer,
-                override_serve_options={"name": deployment_name("draft", model, worker.name)})
+                # No access log: targets call it on every drafting step (a line per step per replica).
+                override_serve_options={"name": deployment_name("draft", model, worker.name),
+                                        "logging_config": {"enable_access_log": False}})
             for worker in model.draft_workers}
         for pool in model.pools:
             llm_config = build_llm_config(model, pool)
