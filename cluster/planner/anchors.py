@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from cluster.planner.projection import SYNC_CPU_S
+from cluster.planner import acceptance
+from cluster.planner.projection import SYNC_CPU_S, EngineCost
 from cluster.planner.step_costs import CalibrationTable, StepModel
 from serve_app.config.architecture import KNOWN_ARCHITECTURES
+from serve_app.tuner.goodput import expected_tokens
+
+CONTEXT = 2048
 
 LLAMA_70B = KNOWN_ARCHITECTURES["meta-llama/Llama-3.3-70B-Instruct"]
 LLAMA_8B = KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B-Instruct"]
@@ -31,7 +35,8 @@ class Anchor:
 
 
 def _tokens_per_s(table, arch, tp, gpu, sync: bool) -> float:
-    return 1 / (StepModel.of(table, arch, tp, gpu).seconds(1, 1) + (SYNC_CPU_S if sync else 0.0))
+    cost = EngineCost(StepModel.of(table, arch, tp, gpu), None, None, SYNC_CPU_S if sync else 0.0, CONTEXT)
+    return 1 / cost.seconds(1, "none", 0)
 
 
 def _sglang_eagle3(table: CalibrationTable) -> float:
@@ -45,11 +50,10 @@ def _sglang_eagle3(table: CalibrationTable) -> float:
 
 
 def _speedup(table, drafter, draft_tp, alpha: float, k: int) -> float:
-    target = StepModel.of(table, LLAMA_70B, 4, "H100")
-    plain = target.seconds(1, 1)
-    draft = k * StepModel.of(table, drafter, draft_tp, "H100").seconds(1, 1) if drafter is not None else 0.0
-    tokens = sum(alpha**p for p in range(k + 1))
-    return tokens * plain / (target.seconds(1, 1 + k) + draft)
+    """Batch 1 on a 70B TP=4 H100 engine, drafting in-engine (or for free: prompt lookup)."""
+    draft = StepModel.of(table, drafter, draft_tp, "H100") if drafter is not None else None
+    cost = EngineCost(StepModel.of(table, LLAMA_70B, 4, "H100"), draft, None, 0.0, CONTEXT)
+    return expected_tokens(acceptance.survival(alpha, k), k) * cost.seconds(1, "", 0) / cost.seconds(1, "", k)
 
 
 def implied_alpha(speedup: Callable[[float], float], target: float) -> float | None:

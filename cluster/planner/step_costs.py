@@ -183,13 +183,13 @@ class StepModel:
         points, shard, a = self.run["points"], Shard(self.arch, self.tp), self.arch
         rows = batch * tokens
         ms = {k: grid_value(points, f"{k}_ms", batch, tokens) for k in ("layer", "matmul", "attention", "head")}
+        rest = max(0.0, ms["layer"] - ms["matmul"] - ms["attention"])  # at the measured context
         context = context or self.run_context
         if context != self.run_context:  # linear in the context between the measured ones, at this load
             by_context = self.run["attention_by_context"]
             contexts = sorted({p["context"] for p in by_context})
             values = [grid_value([p for p in by_context if p["context"] == c], "ms", batch, tokens) for c in contexts]
             ms["attention"] = max(0.0, _interp(np.array(contexts, float), np.array(values), context))
-        rest = max(0.0, ms["layer"] - ms["matmul"] - grid_value(points, "attention_ms", batch, tokens))
         kv_bytes = batch * context * shard.kv_heads * a.head_dim * 2 * BF16
         attn_flops = 4 * rows * shard.q_heads * context * a.head_dim
         activations = rows * a.hidden_size * BF16 * 8  # the norms' and residuals' reads and writes
