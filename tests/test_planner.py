@@ -156,3 +156,20 @@ def test_check_prints_the_projection_and_warns_of_a_draft_worker_that_cannot_pay
     # On half an H100 (the shipped plan) neither warning applies.
     text = _check_output(ROOT / "configs" / "prod.yaml")
     assert "WARNING" not in text and "remote_draft  on routed  : 1.37x" in text
+
+
+def test_the_planner_bounds_k_where_the_tuner_does():
+    """Both read a class's k range from `ModelConfig.tuned_k`: code_edit starts at its k=5 but
+    the tuner may raise it to the pool's 8, so the planner must project up to 8 as well."""
+    from serve_app.config.schema import AppConfig
+    from serve_app.tuner.controller import PoolTuner
+    from cluster.planner.projection import class_k_max
+
+    args = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]["args"]
+    model = AppConfig.model_validate(args).models[0]
+    pool = model.pool("routed")
+    tuner = PoolTuner(model, pool, now=0.0)
+    assert tuner.keys[("code_edit", "ngram")].k == 5 and tuner.keys[("code_edit", "ngram")].k_max == 8
+    assert tuner.keys[("chat", "remote_draft")].k_max == 3
+    for (request_class, _), state in tuner.keys.items():
+        assert class_k_max(model, pool, request_class) == state.k_max

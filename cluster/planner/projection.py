@@ -117,12 +117,10 @@ def project_method(cost: EngineCost, pool: PoolConfig, request_class: str, metho
 
 
 def class_k_max(model: ModelConfig, pool: PoolConfig, request_class: str) -> int:
-    """The most draft tokens a class can be given on a pool: its k, capped by the pool's tuner."""
-    k_max = model.class_k(request_class, pool)
-    tuner = pool.speculation.tuner
-    if tuner is not None and (limits := tuner.limits(request_class, k_max)) is not None:
-        k_max = limits[1]
-    return k_max
+    """The most draft tokens a class can be given on a pool: the tuner's bound where it tunes the
+    class, else the class's fixed k."""
+    bounds = model.tuned_k(request_class, pool)
+    return model.class_k(request_class, pool) if bounds is None else bounds[2]
 
 
 def _warnings(model: ModelConfig, table: CalibrationTable, context: int) -> list[str]:

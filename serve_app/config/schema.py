@@ -339,6 +339,15 @@ class ModelConfig(_Strict):
             return k_max
         return self.router.request_class(request_class).num_speculative_tokens or k_max
 
+    def tuned_k(self, request_class: str, pool: PoolConfig) -> tuple[int, int, int] | None:
+        """(starting k, k_min, k_max) of a class the pool's tuner tunes, None when it does not:
+        the tuner and the planner both read k's bounds here, so they cannot disagree."""
+        tuner = pool.speculation.tuner
+        limits = tuner.limits(request_class, pool.speculation.num_speculative_tokens) if tuner else None
+        if limits is None:
+            return None
+        return min(max(self.class_k(request_class, pool), limits[0]), limits[1]), *limits
+
     def pool_for_method(self, method: str) -> PoolConfig | None:
         """The pool that serves `method`: a dedicated pool first (for "none" that avoids the
         speculation path altogether), else a routed pool that runs it per request."""

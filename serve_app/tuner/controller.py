@@ -57,13 +57,12 @@ class PoolTuner:
         self.config: TunerConfig = pool.speculation.tuner
         self.keys: dict[tuple[str, str], _KState] = {}
         for request_class in model.class_names():
-            limits = self.config.limits(request_class, pool.speculation.num_speculative_tokens)
-            if limits is None:
+            bounds = model.tuned_k(request_class, pool)
+            if bounds is None:
                 continue
             for method in pool.speculation.methods():
                 if method != "none":
-                    k = min(max(model.class_k(request_class, pool), limits[0]), limits[1])
-                    self.keys[(request_class, method)] = _KState(k, *limits, changed_at=now)
+                    self.keys[(request_class, method)] = _KState(*bounds, changed_at=now)
         self.steps: deque[tuple[float, dict]] = deque()
         self.drafts: deque[tuple[float, dict]] = deque()
         self._totals = ReplicaTotals()
