@@ -13,10 +13,10 @@ from cluster.testmodels import tasks, weights
 from cluster.testmodels.build import DEFAULT_OUT
 from cluster.testmodels.corpus import stdlib
 
-# Greedy, k=4: the bars the testbed was built to. Edits: 0.72 measured on the shipped pair;
-# chat: the draft 0.67 (prompt lookup 0.24).
+# Greedy, k=4: the bars the testbed was built to. Measured on the shipped pair: edits 0.72;
+# chat, the draft 0.67 (prompt lookup 0.24); free-form prose, the draft 1.0 (prompt lookup 0.29).
 MIN_NGRAM_ON_EDITS = 0.6
-MIN_DRAFT_ON_CHAT = 0.6
+MIN_DRAFT_ON_TEXT = 0.6
 
 
 def _config(name: str) -> dict:
@@ -61,10 +61,12 @@ def test_answers_that_quote_a_long_prompt_are_prompt_lookups_case_too(test_model
     assert row["ngram"]["acceptance_rate"] > row["draft_model"]["acceptance_rate"]
 
 
-def test_the_draft_wins_acceptance_on_chat(test_models):
-    chat = test_models["measured"]["acceptance"]["chat"]
-    assert chat["draft_model"]["acceptance_rate"] >= MIN_DRAFT_ON_CHAT
-    assert chat["draft_model"]["acceptance_rate"] > 2 * chat["ngram"]["acceptance_rate"]
+@pytest.mark.parametrize("kind", ["chat", "free_form"])
+def test_the_draft_wins_acceptance_on_text_the_answer_does_not_copy(test_models, kind):
+    # free_form: prompt lookup stays low, so the target does not fall into repeating itself.
+    row = test_models["measured"]["acceptance"][kind]
+    assert row["draft_model"]["acceptance_rate"] >= MIN_DRAFT_ON_TEXT
+    assert row["draft_model"]["acceptance_rate"] > 2 * row["ngram"]["acceptance_rate"]
 
 
 def _weights_read_per_token(config: dict) -> int:

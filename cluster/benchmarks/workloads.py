@@ -15,7 +15,7 @@ model learnt, as a real model is asked about what it knows (`tasks.served`):
   quote the observations.
 - chat: a question whose answer (reference prose, a docstring the model learnt) is not in the
   prompt.
-- free_form: the opening lines of code to continue.
+- free_form: a passage of reference prose to continue from its title and first sentences.
 
 `mixed` draws kinds in the stated proportions `MIX`, with no class hints, for the router.
 """
