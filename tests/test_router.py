@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from serve_app.config.schema import AppConfig, RouterConfig, format_validation_error
 from serve_app.proposer.request_spec import RequestSpec
-from serve_app.router.classifier import classify, features
+from serve_app.router.classifier import classify, features, prompt_text
 from serve_app.observability.engine_steps import EngineSteps
 from serve_app.router.planner import Option, plan_class
 from serve_app.router.policy import Choice, Policy
@@ -270,3 +270,17 @@ def test_a_class_the_classifier_cannot_recognise_must_say_it_is_header_only():
         RouterConfig.model_validate({"default_class": "chat", "classes": classes})
     classes[1]["header_only"] = True
     assert RouterConfig.model_validate({"default_class": "chat", "classes": classes}).classes[1].header_only
+
+
+def test_content_parts_vllm_left_unvalidated_are_a_clear_client_error():
+    """Content parts that fail vLLM's list validation stay pydantic's one-shot iterator, checked
+    as it is read; joining it was a 500 (found by fuzzing). Reading it names the message."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    body = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"},
+                                                      {"role": "system", "content": [{"text": "be brief"}]}])
+    assert not isinstance(body.messages[1]["content"], (list, str))  # the iterator this guards against
+    with pytest.raises(ValueError, match=r"^messages\[1\]\.content: "):
+        prompt_text(body)
+    assert prompt_text(ChatCompletionRequest(
+        model="m", messages=[{"role": "system", "content": [{"type": "text", "text": "be brief"}]}])) == "be brief"

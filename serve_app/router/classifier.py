@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 CODE_LINE = re.compile(r"^(\s*(def |class |import |from \S+ import|return\b|#include|function |const |let |public )"
                        r"|\s{2,}\S|.*[:;{}(\[,]\s*$|.*\w\(.*\))")
 EDIT_WORDS = re.compile(r"\b(edit|rewrite|refactor|fix|rename|modify|change|update|patch)\b|# edited version",
@@ -42,11 +44,19 @@ def prompt_text(body) -> str:
     messages = getattr(body, "messages", None)
     if messages is not None:
         parts = []
-        for m in messages:
+        for i, m in enumerate(messages):
             content = m.get("content") if isinstance(m, dict) else getattr(m, "content", None)
+            if content is not None and not isinstance(content, (str, list)) and isinstance(m, dict):
+                # Parts that fail vLLM's list validation stay pydantic's one-shot iterator, checked
+                # as it is read: read it once (keeping what it held for the engine) and call a bad
+                # part the client's error. Joining the iterator itself was a 500 (found by fuzzing).
+                try:
+                    content = m["content"] = list(content)
+                except ValidationError as e:
+                    raise ValueError(f"messages[{i}].content: {e.errors()[0]['msg']}") from None
             if isinstance(content, list):  # content parts
                 content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            parts.append(content or "")
+            parts.append(content if isinstance(content, str) else "")
         return "\n".join(parts)
     prompt = getattr(body, "prompt", "")
     return prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str))

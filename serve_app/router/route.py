@@ -56,7 +56,12 @@ def request_class(model: ModelConfig, body, headers: Mapping[str, str]) -> str:
     explicit = headers.get(CLASS_HEADER)
     if explicit is not None and explicit not in names:
         raise RouteError(f"unknown request class '{explicit}' in header {CLASS_HEADER}; classes: {sorted(names)}")
-    return explicit or classify(features(body), names, model.router.default_class)
+    if explicit:
+        return explicit
+    try:
+        return classify(features(body), names, model.router.default_class)
+    except ValueError as e:  # content the classifier could not read is the client's error
+        raise RouteError(str(e)) from e
 
 
 def route(model: ModelConfig, body, headers: Mapping[str, str], policy: Policy | None, load: float) -> Route:
