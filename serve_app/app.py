@@ -11,6 +11,7 @@ from serve_app.config.schema import AppConfig, TunerConfig
 from serve_app.draft_worker.llm_config import build_draft_llm_config
 from serve_app.draft_worker.server import DraftServer
 from serve_app.ingress.access import AccessMiddleware
+from serve_app.ingress.admission import AdmissionMiddleware
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
 from serve_app.ingress.ray_llm import new_ingress_app, to_model_metadata
 from serve_app.target.llm_config import build_llm_config, deployment_name
@@ -28,6 +29,8 @@ def build_app(args: AppConfig) -> Application:
     # No access log: every ingress replica asks it for the route table every 2 s.
     tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1, ray_actor_options={"num_cpus": 0.1},
                              logging_config={"enable_access_log": False}).bind(args) if tuned or planned else None
+    # A replica that is scaled down or replaced finishes what it is serving for up to this long.
+    grace = {"graceful_shutdown_timeout_s": args.shutdown_grace_s}
     for model in args.models:
         pools[model.id] = {}
         draft_workers = {
@@ -35,7 +38,7 @@ def build_app(args: AppConfig) -> Application:
                 build_draft_llm_config(model, worker), deployment_cls=DraftServer,
                 # No access log: targets call it on every drafting step (a line per step per replica).
                 override_serve_options={"name": deployment_name("draft", model, worker.name),
-                                        "logging_config": {"enable_access_log": False}})
+                                        "logging_config": {"enable_access_log": False}, **grace})
             for worker in model.draft_workers}
         for pool in model.pools:
             llm_config = build_llm_config(model, pool)
@@ -51,15 +54,19 @@ def build_app(args: AppConfig) -> Application:
                 bind_kwargs.update(tuner=tuner, tuner_config=TunerConfig())
             pools[model.id][pool.name] = build_llm_deployment(
                 llm_config, deployment_cls=TargetServer, bind_kwargs=bind_kwargs,
-                override_serve_options={"name": deployment_name("target", model, pool.name)})
+                override_serve_options={"name": deployment_name("target", model, pool.name), **grace})
         cards[model.id] = to_model_metadata(model.id, llm_configs[-1])
 
     options = SpecIngress.get_deployment_options(llm_configs)
     options.pop("autoscaling_config", None)
+    overload = args.ingress.overload
     options.update(num_replicas=args.ingress.num_replicas, max_ongoing_requests=args.ingress.max_ongoing_requests,
-                   ray_actor_options={"num_cpus": 0.5})
-    # Added last, so it runs first: refused requests never reach body parsing.
+                   max_queued_requests=overload.max_queued_requests,
+                   backpressure_config={"status_code": overload.status_code, "retry_after_s": overload.retry_after_s},
+                   ray_actor_options={"num_cpus": 0.5}, **grace)
+    # The last added runs first: access refusals, then overload, never reach body parsing.
     fastapi_app = new_ingress_app()
+    fastapi_app.add_middleware(AdmissionMiddleware, overload=overload)
     fastapi_app.add_middleware(AccessMiddleware, access=args.ingress.access, max_body_bytes=args.ingress.max_body_bytes)
     ingress = make_fastapi_ingress(SpecIngress, endpoint_map=ENDPOINTS, app=fastapi_app)
     return serve.deployment(ingress, name="ingress", **options).bind(

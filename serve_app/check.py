@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for name, app in apps:
             print(f"{path} / application {name}: valid")
+            ingress = app.ingress
+            print(f"ingress: {ingress.num_replicas} replica(s), each serving up to {ingress.overload.max_in_flight} "
+                  f"completions at once (then {ingress.overload.status_code} with Retry-After "
+                  f"{ingress.overload.retry_after_s:g} s); a stopping replica finishes its requests for up to "
+                  f"{app.shutdown_grace_s:g} s")
             print(render(plan_app(app)))
             print(projection_summary(path, app))
     return 0 if ok else 1

@@ -28,6 +28,11 @@ APP_START_DEADLINE_S = 600
 BIN = Path(sys.executable).parent
 
 
+def local_args() -> dict:
+    """The `args` of configs/local.yaml's application, as `serve run` passes them to build_app."""
+    return yaml.safe_load(LOCAL_CONFIG.read_text())["applications"][0]["args"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,6 +52,12 @@ def wait_until(check, deadline_s: float, what: str, interval_s: float = 1.0):
             last_error = e
         time.sleep(interval_s)
     pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last error: {last_error!r})")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that kill parts of the shared app run after the others, whatever their files' names
+    (the sort is stable: the rest keep their order)."""
+    items.sort(key=lambda item: item.get_closest_marker("disrupts_app") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import json
 
 import httpx
 import psutil
+import pytest
 
 from cluster.benchmarks.http_load import run_load
 from serve_app.observability.scrape import quiet_pool_counters
@@ -72,6 +73,7 @@ def _draft_worker_processes() -> list[psutil.Process]:
     return [replica, *replica.children(recursive=True)]
 
 
+@pytest.mark.disrupts_app
 def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray_cluster):
     expected = _complete(openai_client, PLAIN, max_tokens=400)
     before = _routed_counters(ray_cluster)

@@ -3,13 +3,16 @@ Ray Serve and real vLLM CPU engines (plain, routed and draft-model pools, and a 
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
 
 from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
-from tests.conftest import CONTROL_AUTH, wait_until
+from serve_app.config.schema import AppConfig
+from tests.conftest import CONTROL_AUTH, local_args, wait_until
 
 MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
@@ -216,6 +219,23 @@ def test_control_route_needs_its_key_and_bodies_are_bounded(serve_app):
     response = httpx.post(f"{serve_app}/v1/completions", content=b'{"model": "tiny-llama", "prompt": "\xff"}',
                           timeout=30, headers={"content-type": "application/json"})
     assert response.status_code == 400 and "not valid UTF-8" in response.json()["error"]["message"]
+
+
+def test_a_burst_past_the_limit_is_refused_with_retry_after_and_the_app_recovers(serve_app):
+    limit = AppConfig.model_validate(local_args()).ingress.overload.max_in_flight
+    body = {"model": MODEL, "prompt": CODE, "max_tokens": 48, "temperature": 0.0}
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=serve_app, timeout=180) as client:
+            return await asyncio.gather(*[client.post("/v1/completions", json=body) for _ in range(limit + 8)])
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    refused = [r for r in responses if r.status_code == 429]
+    assert set(codes) == {200, 429} and codes.count(200) >= limit, codes
+    assert all(r.headers["retry-after"] == "2" and r.json()["error"]["type"] == "RateLimitError" for r in refused)
+    after = httpx.post(f"{serve_app}/v1/completions", json=body, timeout=60)
+    assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] > 0
 
 
 def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_cluster):

@@ -454,12 +454,27 @@ class AccessConfig(_Strict):
                                                  "prompt text); false: 404.")
 
 
+class OverloadConfig(_Strict):
+    """What an ingress replica answers past its share of the load, instead of queueing without bound."""
+
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Completions one ingress replica serves at once; past it they get status_code "
+                                "at once. Default: what the pools hold at their max replicas (each pool's "
+                                "max_ongoing_requests x max_replicas), shared by the ingress replicas.")
+    max_queued_requests: int = Field(
+        256, ge=1, description="Requests a Serve proxy queues for a busy ingress replica (health and state "
+                               "calls too); past it Serve answers status_code itself.")
+    status_code: Literal[429, 503] = 429
+    retry_after_s: float = Field(1.0, gt=0, description="The Retry-After header of a refused request.")
+
+
 class IngressConfig(_Strict):
     num_replicas: int = Field(1, ge=1)
     max_ongoing_requests: int = Field(256, ge=1)
     access: AccessConfig = Field(default_factory=AccessConfig)
     # A 32k-token prompt is about 130 KB of text; chat histories and tool schemas add to it.
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Larger request bodies get 413.")
+    overload: OverloadConfig = Field(default_factory=OverloadConfig)
 
 
 class AppConfig(_Strict):
@@ -467,12 +482,29 @@ class AppConfig(_Strict):
 
     models: list[ModelConfig] = Field(min_length=1)
     ingress: IngressConfig = Field(default_factory=IngressConfig)
+    shutdown_grace_s: float = Field(
+        20, gt=0, description="How long a replica that is scaled down or replaced finishes its in-flight "
+                              "requests (Serve's graceful_shutdown_timeout_s on every deployment).")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "AppConfig":
         ids = [m.id for m in self.models]
         if len(set(ids)) != len(ids):
             raise ValueError(f"model ids must be unique, got {ids}")
+        return self
+
+    @model_validator(mode="after")
+    def _admission(self) -> "AppConfig":
+        ingress, overload = self.ingress, self.ingress.overload
+        if overload.max_in_flight is None:
+            held = sum(p.max_ongoing_requests * p.autoscaling.max_replicas for m in self.models for p in m.pools)
+            overload.max_in_flight = max(1, min(-(-held // ingress.num_replicas), ingress.max_ongoing_requests - 8))
+        elif overload.max_in_flight >= ingress.max_ongoing_requests:
+            # Serve stops sending a replica requests at max_ongoing_requests; health and state
+            # calls would then queue behind completions the replica is about to refuse.
+            raise ValueError(f"ingress.overload.max_in_flight ({overload.max_in_flight}) must be under "
+                             f"ingress.max_ongoing_requests ({ingress.max_ongoing_requests}); lower it or raise "
+                             f"max_ongoing_requests")
         return self
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from pathlib import Path
 
 from serve_app.config.schema import AccessConfig
+from serve_app.ingress.errors import send_error
 
 OPEN_PATHS = {"/health"}
 CONTROL_PATHS = {"/v1/spec/tuner/pin"}
@@ -67,14 +67,6 @@ def _allowed(digests: list[bytes], headers: dict[bytes, bytes]) -> bool:
     return any([hmac.compare_digest(presented, d) for d in digests])  # every key compared
 
 
-async def _error(send, status: int, message: str, type_: str, extra_headers: list | None = None) -> None:
-    body = json.dumps({"error": {"message": message, "type": type_, "param": None, "code": status}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(extra_headers or [])]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class AccessMiddleware:
     def __init__(self, app, access: AccessConfig, max_body_bytes: int):
         self.app, self.access, self.max_body_bytes = app, access, max_body_bytes
@@ -86,10 +78,10 @@ class AccessMiddleware:
             return await self.app(scope, receive, send)
         path, headers = scope["path"], dict(scope["headers"])
         if refusal := self._refusal(path, headers):
-            return await _error(send, *refusal)
+            return await send_error(send, *refusal)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return await _error(send, 413, self._too_large(), "RequestTooLargeError")
+            return await send_error(send, 413, self._too_large(), "RequestTooLargeError")
         body, more = b"", True
         while more:
             message = await receive()
@@ -98,11 +90,11 @@ class AccessMiddleware:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
-                return await _error(send, 413, self._too_large(), "RequestTooLargeError")
+                return await send_error(send, 413, self._too_large(), "RequestTooLargeError")
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as e:
-            return await _error(send, 400, f"the request body is not valid UTF-8 (byte {e.start})", "BadRequestError")
+            return await send_error(send, 400, f"the request body is not valid UTF-8 (byte {e.start})", "BadRequestError")
         replayed = False
 
         async def replay():

@@ -20,6 +20,7 @@ from typing import AsyncIterator
 from fastapi import HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -236,7 +237,21 @@ class _Observer:
                         if line.startswith("data: {") and '"usage"' in line:
                             last_usage = json.loads(line[len("data: "):])
                 yield chunk
-        except BaseException:
-            self.failed(500)
+        except Exception as e:
+            # Headers are sent: the status cannot change, and Serve would end the stream as if
+            # it were whole. An error event, as vLLM sends one, tells the client it was cut.
+            lost = isinstance(e, RayActorError)
+            code = 503 if lost else 500
+            self.failed(code)
+            logger.warning("a stream on pool %s failed after %s: %r", self.route.pool.name,
+                           "its first token" if ttft is not None else "its start", e)
+            message = ("the replica serving this answer was lost mid-answer; retry the request" if lost
+                       else f"the answer failed mid-stream: {type(e).__name__}")
+            error = {"message": message, "type": "ServiceUnavailableError" if lost else "InternalServerError",
+                     "param": None, "code": code}
+            yield f"data: {json.dumps({'error': error})}\n\ndata: [DONE]\n\n"
+            return
+        except BaseException:  # the client left (cancelled): nothing to tell it
+            self.failed(499)
             raise
         self.finished(last_usage, ttft)

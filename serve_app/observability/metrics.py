@@ -29,6 +29,12 @@ def requests() -> metrics.Counter:
 
 
 @cache
+def refused_requests() -> metrics.Counter:
+    return metrics.Counter("specserve_refused_requests", "Completions an ingress replica refused over its "
+                           "ingress.overload.max_in_flight", tag_keys=("status",))
+
+
+@cache
 def generated_tokens() -> metrics.Counter:
     return metrics.Counter("specserve_generated_tokens", "Completion tokens returned", tag_keys=ROUTE_TAGS)
 
