@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -31,6 +32,13 @@ BIN = Path(sys.executable).parent
 def local_args() -> dict:
     """The `args` of configs/local.yaml's application, as `serve run` passes them to build_app."""
     return yaml.safe_load(LOCAL_CONFIG.read_text())["applications"][0]["args"]
+
+
+def replica_processes(title: str) -> list[psutil.Process]:
+    """A Serve replica's process (found by its title, e.g. `ServeReplica:specserve:spec-tuner`)
+    and its vLLM EngineCore and worker: what a lost node or an OOM kill takes down."""
+    [replica] = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
+    return [replica, *replica.children(recursive=True)]
 
 
 def free_port() -> int:

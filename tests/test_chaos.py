@@ -12,20 +12,18 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import replica_processes, wait_until
 
 APP_RECOVERY_S = 600
 PLAIN = {"x-spec-pool": "plain"}
 BODY = {"model": "tiny-llama", "prompt": "def main():\n", "temperature": 0.0, "ignore_eos": True}
 
 
-def _kill_replica(title: str) -> list[int]:
-    [replica] = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
-    procs = [replica, *replica.children(recursive=True)]
+def _kill_replica(title: str) -> None:
+    procs = replica_processes(title)
     for proc in procs:
         proc.kill()
     psutil.wait_procs(procs, timeout=30)
-    return [p.pid for p in procs]
 
 
 def _healthy(base: str) -> bool:

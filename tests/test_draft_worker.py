@@ -11,12 +11,11 @@ import asyncio
 import json
 
 import httpx
-import psutil
 import pytest
 
 from cluster.benchmarks.http_load import run_load
 from serve_app.observability.scrape import quiet_pool_counters
-from tests.conftest import wait_until
+from tests.conftest import replica_processes, wait_until
 
 # k pinned: these tests are about the draft worker, and the spec tuner could set k to 0 on CPU.
 REMOTE = {"x-spec-method": "remote_draft", "x-spec-k": "4"}
@@ -67,17 +66,11 @@ def test_one_draft_call_per_step_carries_every_request(serve_app, ray_cluster):
     assert delta["draft_rows"] / delta["draft_calls"] >= 2.5, delta
 
 
-def _draft_worker_processes() -> list[psutil.Process]:
-    """The draft replica and its vLLM EngineCore and worker: what a lost node takes down."""
-    [replica] = [p for p in psutil.process_iter(["cmdline"]) if DRAFT_REPLICA_TITLE in " ".join(p.info["cmdline"] or [])]
-    return [replica, *replica.children(recursive=True)]
-
-
 @pytest.mark.disrupts_app
 def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray_cluster):
     expected = _complete(openai_client, PLAIN, max_tokens=400)
     before = _routed_counters(ray_cluster)
-    draft_worker = _draft_worker_processes()
+    draft_worker = replica_processes(DRAFT_REPLICA_TITLE)
     text, killed = [], False
     body = {"model": "tiny-llama", "prompt": PROMPT, "max_tokens": 400, "temperature": 0.0, "ignore_eos": True,
             "stream": True}
