@@ -17,6 +17,15 @@ class RequestResult:
     e2e_s: float
     completion_tokens: int
     headers: dict[str, str]
+    finish_reason: str | None = None  # the last choice's; None: the stream ended without one
+
+
+class RequestFailed(RuntimeError):
+    """A request the app answered with an error status."""
+
+    def __init__(self, status_code: int, body: bytes):
+        super().__init__(f"HTTP {status_code}: {body.decode(errors='replace')[:300]}")
+        self.status_code = status_code
 
     @property
     def tpot_s(self) -> float | None:
@@ -32,23 +41,25 @@ def endpoint(body: dict) -> str:
 async def stream_request(client: httpx.AsyncClient, body: dict, headers: dict[str, str]) -> RequestResult:
     """One streaming completion or chat completion (by the body's shape), timed."""
     start = time.perf_counter()
-    ttft = None
+    ttft = finish = None
     usage: dict = {}
     # Usage in the stream: the app adds it anyway, Ray Serve LLM and vLLM only when asked.
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
     async with client.stream("POST", endpoint(body), json=payload, headers=headers) as resp:
         if resp.status_code != 200:
-            raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread()).decode()[:300]}")
+            raise RequestFailed(resp.status_code, await resp.aread())
         async for line in resp.aiter_lines():
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[len("data: "):])
             if ttft is None and chunk.get("choices"):
                 ttft = time.perf_counter() - start
+            finish = next((c["finish_reason"] for c in chunk.get("choices", []) if c.get("finish_reason")), finish)
             usage = chunk.get("usage") or usage
         response_headers = dict(resp.headers)
     e2e = time.perf_counter() - start
-    return RequestResult(ttft if ttft is not None else e2e, e2e, usage.get("completion_tokens", 0), response_headers)
+    return RequestResult(ttft if ttft is not None else e2e, e2e, usage.get("completion_tokens", 0), response_headers,
+                         finish)
 
 
 async def run_load(base_url: str, bodies: list[dict], concurrency: int,

@@ -24,7 +24,7 @@ import httpx
 import psutil
 
 from cluster.benchmarks import report, workloads
-from cluster.benchmarks.http_load import endpoint
+from cluster.benchmarks.http_load import RequestFailed, stream_request
 
 APP_PROCESS_MARKERS = ("ServeReplica:", "ServeController", "ProxyActor", "EngineCore", "VLLM", "raylet", "gcs_server")
 SAMPLE_S = 10.0
@@ -66,29 +66,24 @@ async def soak(base_url: str, model: str, duration_s: float, concurrency: int, m
                bad_share: float) -> dict:
     good_bodies = itertools.cycle({**b, "model": model} for b in workloads.mixed(200, max_tokens))
     bad = itertools.cycle(bad_requests(model))
-    tally = {"good_ok": 0, "good_failed": 0, "bad_ok": 0, "bad_wrong": 0, "refused_429": 0, "chunks": 0}
+    tally = {"good_ok": 0, "good_failed": 0, "bad_ok": 0, "bad_wrong": 0, "refused_429": 0, "tokens": 0}
     failures: list[str] = []
     samples: list[dict] = []
     end = time.monotonic() + duration_s
     counter = itertools.count()
 
     async def good(client: httpx.AsyncClient, body: dict) -> None:
-        finish, chunks = None, 0
-        async with client.stream("POST", endpoint(body), json={**body, "stream": True}) as resp:
-            if resp.status_code == 429:
-                tally["refused_429"] += 1
-                return
-            if resp.status_code != 200:
-                raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}")
-            async for line in resp.aiter_lines():
-                if line.startswith("data: {"):
-                    for choice in json.loads(line[6:]).get("choices", []):
-                        chunks += 1
-                        finish = choice.get("finish_reason") or finish
-        if finish is None or chunks == 0:
-            raise RuntimeError(f"an answer ended without a finish reason ({chunks} chunks)")
+        try:
+            result = await stream_request(client, body, {})
+        except RequestFailed as e:
+            if e.status_code != 429:
+                raise
+            tally["refused_429"] += 1
+            return
+        if result.finish_reason is None or result.completion_tokens == 0:
+            raise RuntimeError(f"an answer ended without a finish reason ({result.completion_tokens} tokens)")
         tally["good_ok"] += 1
-        tally["chunks"] += chunks
+        tally["tokens"] += result.completion_tokens
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while time.monotonic() < end:
