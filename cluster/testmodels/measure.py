@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 
 from cluster.testmodels import tasks
 
@@ -78,16 +79,15 @@ def _acceptance(llm, prompts: dict[str, list[str]], temperature: float) -> dict[
     which took a third of the time of a call per kind."""
     kinds = [kind for kind, texts in prompts.items() for _ in texts]
     outs = llm.generate([t for texts in prompts.values() for t in texts], _params(temperature), use_tqdm=False)
-    sums: dict[str, list[float]] = {kind: [0, 0, 0, 0, 0] for kind in prompts}
+    sums = {kind: Counter() for kind in prompts}
     for kind, out in zip(kinds, outs):
-        m = out.outputs[0].spec_decode_metrics
-        steps, accepted = sum(m.histogram), sum(j * n for j, n in enumerate(m.histogram))
-        for i, v in enumerate((steps, m.num_draft_tokens, accepted, len(out.outputs[0].token_ids), 1)):
-            sums[kind][i] += v
-    return {kind: {"acceptance_rate": accepted / drafted if drafted else None,
-                   "mean_acceptance_length": 1 + accepted / steps if steps else None,
-                   "mean_output_tokens": tokens / n}
-            for kind, (steps, drafted, accepted, tokens, n) in sums.items()}
+        m = out.outputs[0].spec_decode_metrics  # histogram[j]: verify steps that accepted j drafts
+        sums[kind].update(steps=sum(m.histogram), accepted=sum(j * n for j, n in enumerate(m.histogram)),
+                          drafted=m.num_draft_tokens, tokens=len(out.outputs[0].token_ids))
+    return {kind: {"acceptance_rate": c["accepted"] / c["drafted"] if c["drafted"] else None,
+                   "mean_acceptance_length": 1 + c["accepted"] / c["steps"] if c["steps"] else None,
+                   "mean_output_tokens": c["tokens"] / len(prompts[kind])}
+            for kind, c in sums.items()}
 
 
 def _ms_per_token(llm, prompts: list[str]) -> float:
