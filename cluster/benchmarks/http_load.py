@@ -19,6 +19,12 @@ class RequestResult:
     headers: dict[str, str]
     finish_reason: str | None = None  # the last choice's; None: the stream ended without one
 
+    @property
+    def tpot_s(self) -> float | None:
+        if self.completion_tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.completion_tokens - 1)
+
 
 class RequestFailed(RuntimeError):
     """A request the app answered with an error status."""
@@ -26,12 +32,6 @@ class RequestFailed(RuntimeError):
     def __init__(self, status_code: int, body: bytes):
         super().__init__(f"HTTP {status_code}: {body.decode(errors='replace')[:300]}")
         self.status_code = status_code
-
-    @property
-    def tpot_s(self) -> float | None:
-        if self.completion_tokens < 2:
-            return None
-        return (self.e2e_s - self.ttft_s) / (self.completion_tokens - 1)
 
 
 def endpoint(body: dict) -> str:
