@@ -221,6 +221,27 @@ def test_control_route_needs_its_key_and_bodies_are_bounded(serve_app):
     assert response.status_code == 400 and "not valid UTF-8" in response.json()["error"]["message"]
 
 
+def test_the_control_key_empties_every_pools_prefix_cache(serve_app, ray_cluster):
+    url = f"{serve_app}/v1/spec/reset_prefix_cache"
+    assert httpx.post(url, json={"model": MODEL}, timeout=30).status_code == 401
+    response = httpx.post(url, json={"model": "gpt-5"}, headers=CONTROL_AUTH, timeout=30)
+    assert response.status_code == 404 and "gpt-5" in response.json()["error"]["message"]
+    body = {"model": MODEL, "prompt": CODE * 8, "max_tokens": 1}
+
+    def hits_of_a_call() -> float:
+        before = quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"]
+        assert httpx.post(f"{serve_app}/v1/completions", json=body, headers={"x-spec-pool": "plain"},
+                          timeout=60).status_code == 200
+        return quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"] - before
+
+    hits_of_a_call()
+    assert hits_of_a_call() > 0  # the same prompt again: its blocks were cached
+    response = httpx.post(url, json={"model": MODEL}, headers=CONTROL_AUTH, timeout=60)
+    assert response.status_code == 200
+    assert response.json()["replicas_reset"] == {"plain": 1, "routed": 1, "draft": 1}
+    assert hits_of_a_call() == 0
+
+
 def test_a_burst_past_the_limit_is_refused_with_retry_after_and_the_app_recovers(serve_app):
     limit = AppConfig.model_validate(local_args()).ingress.overload.max_in_flight
     body = {"model": MODEL, "prompt": CODE, "max_tokens": 48, "temperature": 0.0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import httpx
 import pytest
@@ -34,3 +35,10 @@ def test_model_cards_and_lists_keep_their_fields():
     assert {"object", "data"} <= set(fields)
     with pytest.raises(TypeError):
         ray_llm.to_model_metadata()  # model id and LLM config are required
+
+
+def test_broadcast_calls_a_method_by_name_on_a_deployments_replicas():
+    """POST /v1/spec/reset_prefix_cache calls broadcast(handle, "reset_prefix_cache") per pool
+    (tests/test_http.py checks that every replica's cache is emptied)."""
+    params = list(inspect.signature(ray_llm.broadcast).parameters)
+    assert params[:2] == ["handle", "method_name"]

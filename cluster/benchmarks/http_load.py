@@ -34,6 +34,15 @@ class RequestFailed(RuntimeError):
         self.status_code = status_code
 
 
+def reset_prefix_cache(base_url: str, model: str, control_key: str) -> None:
+    """Every target replica of `model` starts cold: arms that send the same prompts must not
+    find each other's in vLLM's prefix cache (a control route: the app's control key)."""
+    response = httpx.post(f"{base_url}/v1/spec/reset_prefix_cache", json={"model": model},
+                          headers={"authorization": f"Bearer {control_key}"}, timeout=120)
+    if response.status_code != 200:
+        raise RequestFailed(response.status_code, response.content)
+
+
 def endpoint(body: dict) -> str:
     return "/v1/chat/completions" if "messages" in body else "/v1/completions"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,20 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--concurrency", default="1,8", help="comma-separated")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
+    p.add_argument("--control-key-file", type=Path, default=Path(".cache/control_key"),
+                   help="the app's control key (scripts/run_local.sh writes it here); "
+                        "$SPECSERVE_CONTROL_KEY wins")
     return p
+
+
+def control_key(args: argparse.Namespace) -> str:
+    """The key of the app's control routes, or an error that says where to put it."""
+    if key := os.environ.get("SPECSERVE_CONTROL_KEY"):
+        return key
+    if args.control_key_file.is_file() and (key := args.control_key_file.read_text().strip()):
+        return key
+    raise SystemExit(f"this benchmark empties the app's prefix caches between arms, a control route: set "
+                     f"SPECSERVE_CONTROL_KEY or --control-key-file (not found: {args.control_key_file})")
 
 
 def write(out: Path, name: str, rows: list[dict] | dict, table: str) -> None:

@@ -7,7 +7,8 @@ each method forced on every request (x-spec-method: none, ngram, draft_model, re
 then with no header, so the router classifies each request and its policy picks the method.
 The router first gets a warm-up pass of other requests of the mix, from which the spec tuner
 gathers its evidence. Concurrency 1, 4 and 16 by default, all in one run, each in `--rounds`
-interleaved passes over the arms (drift on a shared host then hits every arm alike); ratios are
+interleaved passes over the arms (drift on a shared host then hits every arm alike), each pass
+from cold prefix caches (POST /v1/spec/reset_prefix_cache, with the app's control key); ratios are
 against no speculation and against the best single method at the same concurrency. Per class,
 the report says which method the router settled on while it learned (the warm-up and the first
 concurrency) and after how many requests of that class. Writes DIR/router_mix.{json,md,png}.
@@ -19,31 +20,18 @@ import asyncio
 from collections import Counter
 
 from cluster.benchmarks import report
-from cluster.benchmarks.http_load import run_load, summarize
+from cluster.benchmarks.http_load import reset_prefix_cache, run_load, summarize
 from cluster.benchmarks.workloads import mixed
 
 ROUTER = "router"
 
 
-def _tagged(bodies: list[dict], tag: str) -> list[dict]:
-    """The bodies with `tag` as their first line: arms that share a pool must not find each
-    other's prompts in vLLM's prefix cache, or the later arm skips prefill work."""
-    out = []
-    for b in bodies:
-        if "prompt" in b:
-            out.append({**b, "prompt": f"# {tag}\n{b['prompt']}"})
-        else:
-            first, *rest = b["messages"]
-            out.append({**b, "messages": [{**first, "content": f"# {tag}\n{first['content']}"}, *rest]})
-    return out
-
-
 def run(base_url: str, model: str, methods: list[str], concurrencies: list[int], requests: int,
-        max_tokens: int, warmup: int, rounds: int) -> tuple[list[dict], dict[str, dict]]:
+        max_tokens: int, warmup: int, rounds: int, control_key: str) -> tuple[list[dict], dict[str, dict]]:
     bodies = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(requests, max_tokens)]
     arms = {m: {"x-spec-method": m} for m in methods} | {ROUTER: {}}
     for headers in arms.values():  # engine caches, the ngram JIT
-        asyncio.run(run_load(base_url, _tagged(bodies[:3], "warm-up"), 3, headers))
+        asyncio.run(run_load(base_url, bodies[:3], 3, headers))
     learn = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(warmup, max_tokens, seed=5)]
     report.progress(f"router warm-up: {len(learn)} requests")
     learning, _ = asyncio.run(run_load(base_url, learn, 1))  # the router gathers evidence first
@@ -54,8 +42,10 @@ def run(base_url: str, model: str, methods: list[str], concurrencies: list[int],
         for r in range(rounds):
             order = list(arms)[r % len(arms):] + list(arms)[:r % len(arms)]  # no arm always runs first
             for arm in order:
-                tagged = _tagged(bodies, f"{arm} {concurrency} {r}")
-                results, wall = asyncio.run(run_load(base_url, tagged, concurrency, arms[arm]))
+                # Every arm gets the same prompts (their greedy answers, so their acceptance, are
+                # the same), each from cold caches: no arm skips prefill work an earlier one did.
+                reset_prefix_cache(base_url, model, control_key)
+                results, wall = asyncio.run(run_load(base_url, bodies, concurrency, arms[arm]))
                 collected[arm] = (collected[arm][0] + results, collected[arm][1] + wall)
                 if arm == ROUTER and concurrency == concurrencies[0]:
                     learning += results
@@ -125,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows, classes = run(args.base_url, args.model, args.methods.split(","),
                         [int(c) for c in args.concurrency.split(",")], args.requests, args.max_tokens, args.warmup,
-                        args.rounds)
+                        args.rounds, report.control_key(args))
     report.write(args.out, "router_mix", {"rows": rows, "classes": classes}, markdown(rows, classes))
     report.plot_throughput(args.out, "router_mix", rows, "concurrency", "arm")
 

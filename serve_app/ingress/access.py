@@ -4,8 +4,9 @@ OpenAI ingress, so a refused request is answered before its body is parsed.
 - Inference and state routes need `Authorization: Bearer KEY` when API keys are configured
   (`ingress.access.api_keys_env` or `api_keys_file`); without keys they are open, as a local
   run is. `/health` stays open for probes.
-- Control routes (those that change how the app runs: pinning k) need a key of their own
-  (`control_keys_env` or `control_keys_file`) and answer 404 while none is configured.
+- Control routes (those that change how the app runs: pinning k, emptying prefix caches) need
+  a key of their own (`control_keys_env` or `control_keys_file`) and answer 404 while none is
+  configured.
 - State routes (`/v1/spec/tuner`, `/v1/spec/router`: per-class figures, no prompt text) can
   be turned off (`expose_state: false`).
 - A body over `ingress.max_body_bytes` is refused with 413 once that many bytes arrived, and a
@@ -26,7 +27,7 @@ from serve_app.config.schema import AccessConfig
 from serve_app.ingress.errors import send_error
 
 OPEN_PATHS = {"/health"}
-CONTROL_PATHS = {"/v1/spec/tuner/pin"}
+CONTROL_PATHS = {"/v1/spec/tuner/pin", "/v1/spec/reset_prefix_cache"}
 STATE_PATHS = {"/v1/spec/tuner", "/v1/spec/router"}
 
 

@@ -28,7 +28,7 @@ from vllm.entrypoints.generate.base.protocol import StreamOptions
 
 from serve_app.config.schema import AppConfig, ModelConfig
 from serve_app.ingress import access
-from serve_app.ingress.ray_llm import ModelList, OpenAIHTTPException
+from serve_app.ingress.ray_llm import ModelList, OpenAIHTTPException, broadcast
 from serve_app.observability import metrics
 from serve_app.proposer.request_spec import CLASS_KEY, RequestSpec
 from serve_app.router.policy import Policy
@@ -47,6 +47,7 @@ ENDPOINTS = {
     "tuner": lambda app: app.get("/v1/spec/tuner"),
     "pin_k": lambda app: app.post("/v1/spec/tuner/pin"),
     "router": lambda app: app.get("/v1/spec/router"),
+    "reset_prefix_cache": lambda app: app.post("/v1/spec/reset_prefix_cache"),
 }
 
 # How often an ingress replica fetches the route table: the planner's own pace is seconds.
@@ -64,6 +65,11 @@ class PinRequest(BaseModel):
     k: int | None
 
 
+class ResetPrefixCacheRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+
+
 _current_route: ContextVar[Route] = ContextVar("current_route")
 
 
@@ -78,6 +84,7 @@ class SpecIngress(OpenAiIngress):
         super().__init__(llm_deployments, model_cards)
         access.check(app_config.ingress.access)
         self._tuner = tuner
+        self._pool_deployments = pool_deployments
         self._pool_handles = {
             (model, pool): handle.options(stream=True)
             for model, pools in pool_deployments.items() for pool, handle in pools.items()
@@ -191,6 +198,16 @@ class SpecIngress(OpenAiIngress):
         except ValueError as e:
             raise _bad_request(str(e).splitlines()[-1].removeprefix("ValueError: ")) from e
         return JSONResponse({"pinned": body.k is not None, **body.model_dump()})
+
+    async def reset_prefix_cache(self, body: ResetPrefixCacheRequest) -> JSONResponse:
+        """Empty the prefix cache of every replica of every target pool of a model, so a benchmark
+        that sends the same prompts to several arms starts each one cold (Ray Serve LLM's
+        /reset_prefix_cache, for an app with a deployment per pool)."""
+        model_id = await self._get_model_id(body.model)
+        replicas = {}
+        for pool, handle in self._pool_deployments[model_id].items():
+            replicas[pool] = len(await asyncio.to_thread(broadcast, handle, "reset_prefix_cache"))
+        return JSONResponse({"model": model_id, "replicas_reset": replicas})
 
 
 class _Observer:

@@ -21,6 +21,7 @@ POOL_COUNTERS = {
     "accepted_tokens": "ray_vllm_spec_decode_num_accepted_tokens_total",
     "requests": "ray_vllm_request_success_total",
     "generation_tokens": "ray_vllm_generation_tokens_total",
+    "prefix_cache_hits": "ray_vllm_prefix_cache_hits_total",  # prompt tokens found in the cache
     "draft_calls": "ray_specserve_draft_calls_total",
     "draft_rows": "ray_specserve_draft_rows_total",
     "draft_wait_s": "ray_specserve_draft_waited_seconds_total",
