@@ -227,12 +227,14 @@ def test_the_control_key_empties_every_pools_prefix_cache(serve_app, ray_cluster
     response = httpx.post(url, json={"model": "gpt-5"}, headers=CONTROL_AUTH, timeout=30)
     assert response.status_code == 404 and "gpt-5" in response.json()["error"]["message"]
     body = {"model": MODEL, "prompt": CODE * 8, "max_tokens": 1}
+    # One settled reading after each call is the next call's "before" (each waits ~16 s for quiet).
+    hits = [quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"]]
 
     def hits_of_a_call() -> float:
-        before = quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"]
         assert httpx.post(f"{serve_app}/v1/completions", json=body, headers={"x-spec-pool": "plain"},
                           timeout=60).status_code == 200
-        return quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"] - before
+        hits.append(quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"])
+        return hits[-1] - hits[-2]
 
     hits_of_a_call()
     assert hits_of_a_call() > 0  # the same prompt again: its blocks were cached
