@@ -15,7 +15,7 @@ from serve_app.config.schema import AppConfig, RouterConfig, format_validation_e
 from serve_app.proposer.request_spec import RequestSpec
 from serve_app.router.classifier import classify, features, prompt_text
 from serve_app.observability.engine_steps import EngineSteps
-from serve_app.router.planner import Option, plan_class
+from serve_app.router.planner import ClassPlan, Option, plan_class
 from serve_app.router.policy import Choice, Policy
 from serve_app.tuner.goodput import StepCost, expected_tokens
 from serve_app.router.route import (CLASS_HEADER, K_HEADER, METHOD_HEADER, POOL_HEADER, RouteError, load_per_replica,
@@ -79,38 +79,49 @@ def test_high_load_drops_to_no_speculation():
     assert policy.choose("chat", 4).method == "draft_model"
 
 
-def _option(method: str, goodput: float | None, k: int = 4) -> Option:
-    return Option(method, "pool", 0 if method == "none" else k, goodput)
+def _option(method: str, goodput: float | None, k: int = 4, age_s: float | None = 0.0) -> Option:
+    if method == "none":
+        return Option(method, "pool", 0, goodput)
+    return Option(method, "pool", k, goodput, age_s=age_s if goodput is not None else None)
 
 
-def test_planner_picks_the_method_with_the_most_goodput_and_keeps_exploring():
-    options = {"ngram": _option("ngram", 60.0), "draft_model": _option("draft_model", 35.0),
+def _plan(default: str, options: dict, current: str | None = None, switch_margin: float = 0.1) -> ClassPlan:
+    return plan_class(default, options, current, switch_margin, explore_share=0.1, explore_after_s=300)
+
+
+def test_planner_picks_the_method_with_the_most_goodput_and_explores_only_what_is_unknown_or_stale():
+    options = {"ngram": _option("ngram", 60.0), "draft_model": _option("draft_model", 35.0, age_s=20),
                "none": _option("none", 30.0)}
-    plan = plan_class("draft_model", options, current=None, switch_margin=0.1, explore_share=0.1)
+    plan = _plan("draft_model", options)
     assert (plan.method, plan.reason) == ("ngram", "goodput")
+    # Recent evidence, and none's figure (the pool's step cost): nothing to learn, nothing explored.
+    assert plan.explore == {}
+    # Evidence older than explore_after_s gets the exploring share back until it is refreshed.
+    plan = _plan("draft_model", {**options, "draft_model": _option("draft_model", 35.0, age_s=301)})
+    assert plan.explore == {"draft_model": pytest.approx(0.1)}
+    # Methods not measured yet share it with the stale ones.
+    plan = _plan("draft_model", {**options, "draft_model": _option("draft_model", 35.0, age_s=301),
+                                 "none": _option("none", None)})
     assert plan.explore == {"draft_model": pytest.approx(0.05), "none": pytest.approx(0.05)}
-    # Methods not measured yet get the whole exploring share until they are.
-    plan = plan_class("draft_model", {**options, "none": _option("none", None)}, None, 0.1, 0.1)
-    assert plan.explore == {"none": pytest.approx(0.1)}
 
 
 def test_a_class_whose_evidence_favours_the_draft_gets_it():
     options = {"ngram": _option("ngram", 31.0), "draft_model": _option("draft_model", 55.0),
                "none": _option("none", 30.0)}
-    assert plan_class("ngram", options, None, 0.1, 0.1).method == "draft_model"
+    assert _plan("ngram", options).method == "draft_model"
 
 
 def test_thin_or_marginal_evidence_does_not_move_the_choice():
     # The default has no evidence yet: another method's numbers alone do not replace it.
     thin = {"draft_model": _option("draft_model", None), "ngram": _option("ngram", 80.0), "none": _option("none", 30.0)}
-    plan = plan_class("draft_model", thin, None, 0.1, 0.1)
+    plan = _plan("draft_model", thin)
     assert (plan.method, plan.reason) == ("draft_model", "default")
     # A method without evidence is never chosen, however good the current one's rivals look.
-    assert plan_class("ngram", {**thin, "ngram": _option("ngram", 40.0)}, "ngram", 0.1, 0.1).method == "ngram"
+    assert _plan("ngram", {**thin, "ngram": _option("ngram", 40.0)}, "ngram").method == "ngram"
     # Within the margin of the current choice: it holds.
     close = {"draft_model": _option("draft_model", 50.0), "ngram": _option("ngram", 54.0), "none": _option("none", 30.0)}
-    assert plan_class("ngram", close, "draft_model", 0.1, 0.1).method == "draft_model"
-    assert plan_class("ngram", {**close, "ngram": _option("ngram", 56.0)}, "draft_model", 0.1, 0.1).method == "ngram"
+    assert _plan("ngram", close, "draft_model").method == "draft_model"
+    assert _plan("ngram", {**close, "ngram": _option("ngram", 56.0)}, "draft_model").method == "ngram"
 
 
 def test_high_load_in_the_step_costs_leads_to_none():
@@ -122,8 +133,8 @@ def test_high_load_in_the_step_costs_leads_to_none():
         return {"ngram": _option("ngram", expected_tokens(survival, 4) / cost.seconds(rows, "ngram", 4)),
                 "none": _option("none", 1.0 / cost.seconds(rows, "none", 0))}
 
-    assert plan_class("ngram", options(1), None, 0.1, 0.1).method == "ngram"
-    assert plan_class("ngram", options(32), "ngram", 0.1, 0.1).method == "none"
+    assert _plan("ngram", options(1)).method == "ngram"
+    assert _plan("ngram", options(32), "ngram").method == "none"
 
 
 def test_goodput_policy_follows_the_table_with_bounded_exploration():

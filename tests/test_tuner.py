@@ -341,7 +341,7 @@ def test_the_tuner_routes_each_class_to_the_method_its_evidence_favours():
         tuner._pools[(MODEL, "routed")].decide(now)
         for engine in tuner._engines.values():
             engine.update(now)
-        tuner._plan(tuner._routed_models[0])
+        tuner._plan(tuner._routed_models[0], now)
         tuner._loop.cancel()
         return await tuner.routing_table(), await tuner.router_state()
 

@@ -66,12 +66,14 @@ def run(base_url: str, model: str, methods: list[str], concurrencies: list[int],
     return rows, settled(learning)
 
 
-def per_class(results: list) -> dict[str, float]:
-    """Mean seconds per request of each class: where an arm gains or loses."""
-    seconds: dict[str, list[float]] = {}
+def per_class(results: list) -> dict[str, dict[str, float]]:
+    """Mean seconds per request of each class, to the first token and to the last: where an arm
+    gains or loses."""
+    seen: dict[str, list] = {}
     for r in results:
-        seconds.setdefault(r.headers.get("x-request-class"), []).append(r.e2e_s)
-    return {c: round(sum(s) / len(s), 3) for c, s in sorted(seconds.items())}
+        seen.setdefault(r.headers.get("x-request-class"), []).append(r)
+    return {c: {"ttft_s": round(sum(r.ttft_s for r in rs) / len(rs), 3),
+                "e2e_s": round(sum(r.e2e_s for r in rs) / len(rs), 3)} for c, rs in sorted(seen.items())}
 
 
 def settled(results: list) -> dict[str, dict]:

@@ -267,7 +267,11 @@ class RouterConfig(_Strict):
                               "each method's measured acceptance for the class and step cost on its pool, and the "
                               "class gets the method with the most tokens per second (serve_app/router/planner.py).")
     explore_share: float = Field(0.05, ge=0, le=0.5, description="goodput: share of a class's requests sent to "
-                                                                 "its other methods so their evidence stays fresh.")
+                                                                 "its other methods while their evidence is missing "
+                                                                 "or stale.")
+    explore_after_s: float = Field(300.0, gt=0, description="goodput: a method's evidence for a class is stale "
+                                                            "this long after it last grew; then it is explored "
+                                                            "again (drift in a workload takes minutes).")
     switch_margin: float = Field(0.1, ge=0, description="goodput: how much more goodput (relative) another method "
                                                         "needs to replace the current one.")
     # Under load, verifying drafts costs more than it saves. The goodput policy sees that in the step

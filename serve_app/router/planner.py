@@ -9,10 +9,11 @@ those figures into a decision per class:
 - the method with the most goodput wins, but the current choice holds unless another beats it by
   `switch_margin` (noise around a tie must not flip it), and a method without evidence yet (too
   few drafts, no step timed) is never chosen: thin evidence does not move the choice;
-- a bounded share of the class (`explore_share`) keeps flowing to its other methods, so their
-  evidence stays fresh and a method that starts to pay is seen; methods without evidence get
-  all of it while there are any (a measured method that loses costs the class on every
-  exploring request, so it is refreshed only once nothing is left to learn).
+- a bounded share of the class (`explore_share`) flows to its other methods whose evidence is
+  missing or older than `explore_after_s`, until it is fresh again, so a method that starts to
+  pay is seen; a method measured recently gets none (every exploring request to a method that
+  loses costs the class, and at one request at a time that was 4-5% of the class's time), and
+  nor does none, whose figure is the pool's step cost, not something the class must teach.
 
 Under load the step cost grows with every verified token, so goodput itself moves the choice to
 fewer draft tokens (the tuner's k) and then to none.
@@ -35,6 +36,9 @@ class Option:
     k: int
     goodput: float | None
     evidence: dict = field(default_factory=dict)
+    # Seconds since the class's evidence for this method last grew; None where the figure needs
+    # none of the class's own traffic (none: the pool's step cost).
+    age_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def candidates(methods: list[str]) -> list[str]:
 
 
 def plan_class(default: str, options: dict[str, Option], current: str | None, switch_margin: float,
-               explore_share: float) -> ClassPlan:
+               explore_share: float, explore_after_s: float) -> ClassPlan:
     held = current if current in options else default
     known = {m: o.goodput for m, o in options.items() if o.goodput is not None}
     method, reason = held, "default"
@@ -64,7 +68,7 @@ def plan_class(default: str, options: dict[str, Option], current: str | None, sw
         best = max(known, key=known.get)
         method = best if known[best] > known[held] * (1 + switch_margin) else held
         reason = "goodput"
-    others = [m for m in options if m != method]
-    thin = [m for m in others if options[m].goodput is None]
-    explore = {m: explore_share / len(thin or others) for m in thin or others}
+    due = [m for m, o in options.items() if m != method and (
+        o.goodput is None or (o.age_s is not None and o.age_s > explore_after_s))]
+    explore = {m: explore_share / len(due) for m in due}
     return ClassPlan(method, reason, explore, options)

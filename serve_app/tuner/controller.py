@@ -46,6 +46,7 @@ class _KState:
     new_asked: list[int] = field(default_factory=list)
     new_accepted: list[int] = field(default_factory=list)
     goodput: dict[int, float] | None = None  # smoothed over decisions
+    seen_at: float | None = None  # when the estimate last grew
     last: dict | None = None  # the last decision's inputs, for `state()`
 
 
@@ -110,7 +111,7 @@ class PoolTuner:
                 state.goodput = None  # the old regime's goodput must not slow the move to the new one
                 logger.info("tuner %s/%s %s/%s: acceptance shifted; estimate restarts from the last steps",
                             self.model.id, self.pool.name, request_class, method)
-            state.new_asked, state.new_accepted = [], []
+            state.new_asked, state.new_accepted, state.seen_at = [], [], now
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
             if state.pinned or cost is None or method not in cost.drafting or survival is None:
                 continue  # held, or too little seen yet: k stays
@@ -138,7 +139,7 @@ class PoolTuner:
             state.k = k
         state.pinned, state.changed_at = k is not None, now
 
-    def option(self, request_class: str, method: str) -> Option:
+    def option(self, request_class: str, method: str, now: float) -> Option:
         """What `method` would give one request of the class here, at the last cost fit and its best
         k for that batch size: the k the tuner is moving to, so method and k are chosen together."""
         state = self.keys.get((request_class, method))
@@ -160,7 +161,7 @@ class PoolTuner:
             k, goodput = choice.k, choice.goodput[choice.k]
         evidence.update(tokens_per_step=round(expected_tokens(survival, k), 3),
                         step_s=self.cost.seconds(self.rows, method, k))
-        return Option(method, self.pool.name, k, goodput, evidence)
+        return Option(method, self.pool.name, k, goodput, evidence, now - (state.seen_at or now))
 
     def table(self) -> list[tuple[str, str, int, float]]:
         """(class, method, k, share of steps probed around k) per tuned key."""
@@ -214,7 +215,7 @@ class SpecTuner:
         """Per model and class: every option's expected goodput and evidence, and the current choice."""
         return {model: {c: p.to_dict() for c, p in plans.items()} for model, plans in self._plans.items()}
 
-    def _plan(self, model: ModelConfig) -> None:
+    def _plan(self, model: ModelConfig, now: float) -> None:
         plans = self._plans[model.id]
         for request_class in model.router.classes:
             options = {}
@@ -223,14 +224,15 @@ class SpecTuner:
                 if pool is None:
                     continue
                 if (model.id, pool.name) in self._engines:
-                    options[method] = self._engines[(model.id, pool.name)].option(request_class.name)
+                    options[method] = self._engines[(model.id, pool.name)].option(request_class.name, now)
                 elif (model.id, pool.name) in self._pools:
-                    options[method] = self._pools[(model.id, pool.name)].option(request_class.name, method)
+                    options[method] = self._pools[(model.id, pool.name)].option(request_class.name, method, now)
                 else:  # a routed pool without a tuner measures nothing
                     options[method] = Option(method, pool.name, model.class_k(request_class.name, pool), None)
             previous = plans.get(request_class.name)
             plan = plan_class(request_class.default, options, previous.method if previous else None,
-                              model.router.switch_margin, model.router.explore_share)
+                              model.router.switch_margin, model.router.explore_share,
+                              model.router.explore_after_s)
             if previous is not None and plan.method != previous.method:
                 logger.info("router %s %s: %s -> %s; options %s", model.id, request_class.name, previous.method,
                             plan.method, {m: o.goodput for m, o in options.items()})
@@ -263,7 +265,7 @@ class SpecTuner:
                 engine.update(now)
             for model in self._routed_models:
                 try:
-                    self._plan(model)
+                    self._plan(model, now)
                 except Exception:  # the ingress keeps routing by the last table
                     logger.exception("planning routes for %s failed", model.id)
             await asyncio.sleep(period)

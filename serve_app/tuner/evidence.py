@@ -55,6 +55,7 @@ class _ClassAcceptance:
     estimate: AcceptanceEstimate = field(default_factory=AcceptanceEstimate)
     new_asked: list[float] = field(default_factory=list)
     new_accepted: list[float] = field(default_factory=list)
+    seen_at: float | None = None  # when the estimate last grew
 
 
 class EnginePool:
@@ -89,18 +90,20 @@ class EnginePool:
             if any(state.new_asked):
                 state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps,
                                       self.config.min_drafts, self.config.shift_threshold)
-                state.new_asked, state.new_accepted = [], []
+                state.new_asked, state.new_accepted, state.seen_at = [], [], now
 
-    def option(self, request_class: str) -> Option:
+    def option(self, request_class: str, now: float) -> Option:
         """What this pool gives one request of the class, as of the last `update`."""
         step_s = self.step_s
         evidence = {"rows": round(self.rows, 2), "step_s": step_s}
         tokens: float | None = 1.0
+        age_s = None
         if self.k:
             state = self.classes.get(request_class)
+            age_s = now - state.seen_at if state and state.seen_at is not None else None
             survival = state.estimate.survival(self.k, self.config.min_drafts) if state else None
             tokens = expected_tokens(survival, self.k) if survival else None
             evidence.update(drafts=state.estimate.drafts_seen() if state else 0,
                             tokens_per_step=tokens)
         goodput = tokens / step_s if tokens is not None and step_s else None
-        return Option(self.method, self.pool.name, self.k, goodput, evidence)
+        return Option(self.method, self.pool.name, self.k, goodput, evidence, age_s)
