@@ -59,35 +59,60 @@ class Placement:
             return f"{self.tensor_parallel_size} CPU core(s) per replica, one per TP rank"
         verdict = "fits" if self.fits else "DOES NOT FIT"
         share = "GPU" if self.gpu_fraction == 1 else f"{self.gpu_fraction:g} GPU"
-        text = (f"{verdict}: per {share} {self.usable_gib:.1f} GiB usable = weights {self.weights_gib:.1f} + drafter "
-                f"{self.drafter_gib:.1f} + overhead {self.overhead_gib:.1f} + KV cache {self.kv_gib:.1f} GiB "
-                f"({self.kv_tokens} tokens; max_model_len needs {self.max_model_len})")
+        text = (
+            f"{verdict}: per {share} {self.usable_gib:.1f} GiB usable = weights {self.weights_gib:.1f} + drafter "
+            f"{self.drafter_gib:.1f} + overhead {self.overhead_gib:.1f} + KV cache {self.kv_gib:.1f} GiB "
+            f"({self.kv_tokens} tokens; max_model_len needs {self.max_model_len})"
+        )
         if not self.fits:
-            text += ("; raise tensor_parallel_size, lower max_model_len, raise gpu_memory_utilization "
-                     "or use GPUs with more memory")
+            text += (
+                "; raise tensor_parallel_size, lower max_model_len, raise gpu_memory_utilization "
+                "or use GPUs with more memory"
+            )
         return text
 
 
-def _memory_fit(acc: "AcceleratorConfig", utilization: float, overhead_gib: float, tp: int, dtype_bytes: int,
-                max_model_len: int, models: list["Architecture"]) -> dict:
+def _memory_fit(
+    acc: AcceleratorConfig,
+    utilization: float,
+    overhead_gib: float,
+    tp: int,
+    dtype_bytes: int,
+    max_model_len: int,
+    models: list[Architecture],
+) -> dict:
     """Per-GPU memory of `models` (a target and its in-engine drafter, or a draft alone) sharded over TP."""
     weights = [m.param_count() * dtype_bytes / tp for m in models]
     kv_per_token = sum(m.kv_bytes_per_token(dtype_bytes, tp) for m in models)
     usable = acc.memory_gib * GIB * utilization
     kv = max(usable - sum(weights) - overhead_gib * GIB, 0)
-    return dict(usable_gib=usable / GIB, weights_gib=weights[0] / GIB, drafter_gib=sum(weights[1:]) / GIB,
-                overhead_gib=overhead_gib, kv_gib=kv / GIB, kv_tokens=int(kv // kv_per_token),
-                max_model_len=max_model_len)
+    return dict(
+        usable_gib=usable / GIB,
+        weights_gib=weights[0] / GIB,
+        drafter_gib=sum(weights[1:]) / GIB,
+        overhead_gib=overhead_gib,
+        kv_gib=kv / GIB,
+        kv_tokens=int(kv // kv_per_token),
+        max_model_len=max_model_len,
+    )
 
 
-def plan_model(model: "ModelConfig") -> list[Placement]:
+def plan_model(model: ModelConfig) -> list[Placement]:
     tp = model.tensor_parallel_size
     acc = model.accelerator
     plans = []
     for pool in model.pools:
-        base = dict(role="pool", model=model.id, name=pool.name, method=pool.speculation.method, kind=acc.kind,
-                    accelerator_type=acc.type, tensor_parallel_size=tp,
-                    min_replicas=pool.autoscaling.min_replicas, max_replicas=pool.autoscaling.max_replicas)
+        base = dict(
+            role="pool",
+            model=model.id,
+            name=pool.name,
+            method=pool.speculation.method,
+            kind=acc.kind,
+            accelerator_type=acc.type,
+            tensor_parallel_size=tp,
+            min_replicas=pool.autoscaling.min_replicas,
+            max_replicas=pool.autoscaling.max_replicas,
+        )
         if acc.kind == "cpu":
             plans.append(Placement(**base))
             continue
@@ -95,39 +120,74 @@ def plan_model(model: "ModelConfig") -> list[Placement]:
         if pool.speculation.draft is not None:
             # vLLM runs in-engine drafters on the target's own GPUs at the target's TP degree.
             shapes.append(pool.speculation.draft.shape(f"pools.{pool.name}.speculation.draft"))
-        plans.append(Placement(**base, **_memory_fit(
-            acc, model.gpu_memory_utilization, model.runtime_overhead_gib, tp, DTYPE_BYTES[model.dtype],
-            model.max_model_len, shapes)))
+        plans.append(
+            Placement(
+                **base,
+                **_memory_fit(
+                    acc,
+                    model.gpu_memory_utilization,
+                    model.runtime_overhead_gib,
+                    tp,
+                    DTYPE_BYTES[model.dtype],
+                    model.max_model_len,
+                    shapes,
+                ),
+            )
+        )
     for worker in model.draft_workers:
         acc = worker.accelerator
-        base = dict(role="draft worker", model=model.id, name=worker.name, method="remote_draft", kind=acc.kind,
-                    accelerator_type=acc.type, tensor_parallel_size=1, gpu_fraction=worker.gpu_fraction,
-                    min_replicas=worker.autoscaling.min_replicas, max_replicas=worker.autoscaling.max_replicas)
+        base = dict(
+            role="draft worker",
+            model=model.id,
+            name=worker.name,
+            method="remote_draft",
+            kind=acc.kind,
+            accelerator_type=acc.type,
+            tensor_parallel_size=1,
+            gpu_fraction=worker.gpu_fraction,
+            min_replicas=worker.autoscaling.min_replicas,
+            max_replicas=worker.autoscaling.max_replicas,
+        )
         if acc.kind == "cpu":
             plans.append(Placement(**base))
             continue
-        plans.append(Placement(**base, **_memory_fit(
-            acc, worker.gpu_memory_utilization, worker.runtime_overhead_gib, 1,
-            DTYPE_BYTES[worker.dtype or model.dtype], model.draft_max_model_len(worker),
-            [worker.shape(f"draft_workers.{worker.name}")])))
+        plans.append(
+            Placement(
+                **base,
+                **_memory_fit(
+                    acc,
+                    worker.gpu_memory_utilization,
+                    worker.runtime_overhead_gib,
+                    1,
+                    DTYPE_BYTES[worker.dtype or model.dtype],
+                    model.draft_max_model_len(worker),
+                    [worker.shape(f"draft_workers.{worker.name}")],
+                ),
+            )
+        )
     return plans
 
 
-def memory_moved_off_target(model: "ModelConfig", worker: "DraftWorkerConfig") -> dict:
+def memory_moved_off_target(model: ModelConfig, worker: DraftWorkerConfig) -> dict:
     """What the same draft would take on each target rank if it ran in-engine (as vLLM's
     draft_model does): its weights, and its share of every cached token's KV bytes."""
     tp, dtype_bytes = model.tensor_parallel_size, DTYPE_BYTES[worker.dtype or model.dtype]
     target, draft = model.target().shape("source"), worker.shape(f"draft_workers.{worker.name}")
     target_kv = target.kv_bytes_per_token(DTYPE_BYTES[model.dtype], tp)
     draft_kv = draft.kv_bytes_per_token(dtype_bytes, tp)
-    return {"model": model.id, "draft_worker": worker.name, "tensor_parallel_size": tp,
-            "draft_weights_mib_per_rank": draft.param_count() * dtype_bytes / tp / 2**20,
-            "kv_bytes_per_token_target": target_kv, "kv_bytes_per_token_draft": draft_kv,
-            # The same KV memory holds this many more tokens without the drafter's KV.
-            "kv_capacity_gain": draft_kv / target_kv}
+    return {
+        "model": model.id,
+        "draft_worker": worker.name,
+        "tensor_parallel_size": tp,
+        "draft_weights_mib_per_rank": draft.param_count() * dtype_bytes / tp / 2**20,
+        "kv_bytes_per_token_target": target_kv,
+        "kv_bytes_per_token_draft": draft_kv,
+        # The same KV memory holds this many more tokens without the drafter's KV.
+        "kv_capacity_gain": draft_kv / target_kv,
+    }
 
 
-def plan_app(app: "AppConfig") -> list[Placement]:
+def plan_app(app: AppConfig) -> list[Placement]:
     return [p for m in app.models for p in plan_model(m)]
 
 

@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh cpu
 . .venv/bin/activate
 python -m cluster.testmodels.build
+# Lint and format (pyproject.toml [tool.ruff]) before the tests: a failure here names file and line.
+ruff check .
+ruff format --check .
 # pytest exits 5 when it collects no test; that must fail too, and it does (non-zero).
 python -m pytest "$@"

@@ -27,43 +27,67 @@ def build_app(args: AppConfig) -> Application:
     planned = any(m.routes_by_goodput() for m in args.models)
     # One small replica: it only folds reports and does arithmetic, every few seconds.
     # No access log: every ingress replica asks it for the route table every 2 s.
-    tuner = serve.deployment(SpecTuner, name="spec-tuner", num_replicas=1, ray_actor_options={"num_cpus": 0.1},
-                             logging_config={"enable_access_log": False}).bind(args) if tuned or planned else None
+    tuner = (
+        serve.deployment(
+            SpecTuner,
+            name="spec-tuner",
+            num_replicas=1,
+            ray_actor_options={"num_cpus": 0.1},
+            logging_config={"enable_access_log": False},
+        ).bind(args)
+        if tuned or planned
+        else None
+    )
     # A replica that is scaled down or replaced finishes what it is serving for up to this long.
     grace = {"graceful_shutdown_timeout_s": args.shutdown_grace_s}
     for model in args.models:
         pools[model.id] = {}
         draft_workers = {
             worker.name: build_llm_deployment(
-                build_draft_llm_config(model, worker), deployment_cls=DraftServer,
+                build_draft_llm_config(model, worker),
+                deployment_cls=DraftServer,
                 # No access log: targets call it on every drafting step (a line per step per replica).
-                override_serve_options={"name": deployment_name("draft", model, worker.name),
-                                        "logging_config": {"enable_access_log": False}, **grace})
-            for worker in model.draft_workers}
+                override_serve_options={
+                    "name": deployment_name("draft", model, worker.name),
+                    "logging_config": {"enable_access_log": False},
+                    **grace,
+                },
+            )
+            for worker in model.draft_workers
+        }
         for pool in model.pools:
             llm_config = build_llm_config(model, pool)
             llm_configs.append(llm_config)
             bind_kwargs = {"pool": pool.name, "method": pool.speculation.method}
             if pool.speculation.draft_worker is not None:
-                bind_kwargs.update(draft_worker=draft_workers[pool.speculation.draft_worker],
-                                   draft_config=model.draft_worker(pool.speculation.draft_worker))
+                bind_kwargs.update(
+                    draft_worker=draft_workers[pool.speculation.draft_worker],
+                    draft_config=model.draft_worker(pool.speculation.draft_worker),
+                )
             if pool.speculation.tuned():
                 bind_kwargs.update(tuner=tuner, tuner_config=pool.speculation.tuner)
             elif pool.speculation.method != "routed" and model.routes_by_goodput():
                 # The router weighs this pool by its step times and per-class acceptance.
                 bind_kwargs.update(tuner=tuner, tuner_config=TunerConfig())
             pools[model.id][pool.name] = build_llm_deployment(
-                llm_config, deployment_cls=TargetServer, bind_kwargs=bind_kwargs,
-                override_serve_options={"name": deployment_name("target", model, pool.name), **grace})
+                llm_config,
+                deployment_cls=TargetServer,
+                bind_kwargs=bind_kwargs,
+                override_serve_options={"name": deployment_name("target", model, pool.name), **grace},
+            )
         cards[model.id] = to_model_metadata(model.id, llm_configs[-1])
 
     options = SpecIngress.get_deployment_options(llm_configs)
     options.pop("autoscaling_config", None)
     overload = args.ingress.overload
-    options.update(num_replicas=args.ingress.num_replicas, max_ongoing_requests=args.ingress.max_ongoing_requests,
-                   max_queued_requests=overload.max_queued_requests,
-                   backpressure_config={"status_code": overload.status_code, "retry_after_s": overload.retry_after_s},
-                   ray_actor_options={"num_cpus": 0.5}, **grace)
+    options.update(
+        num_replicas=args.ingress.num_replicas,
+        max_ongoing_requests=args.ingress.max_ongoing_requests,
+        max_queued_requests=overload.max_queued_requests,
+        backpressure_config={"status_code": overload.status_code, "retry_after_s": overload.retry_after_s},
+        ray_actor_options={"num_cpus": 0.5},
+        **grace,
+    )
     # The last added runs first: access refusals, then overload, never reach body parsing.
     fastapi_app = new_ingress_app()
     fastapi_app.add_middleware(AdmissionMiddleware, overload=overload)

@@ -70,8 +70,10 @@ def projection_summary(path: Path, app: AppConfig) -> str:
     for model in app.models:
         if model.accelerator.kind != "gpu":
             continue
-        lines.append(f"{model.id}: projected from measured GPU step costs and published acceptance "
-                     f"(tables: python -m cluster.planner {path})")
+        lines.append(
+            f"{model.id}: projected from measured GPU step costs and published acceptance "
+            f"(tables: python -m cluster.planner {path})"
+        )
         try:
             lines += summary_lines(*project_model(model, CalibrationTable(), acceptance.load(None)))
         except (ValueError, FileNotFoundError) as e:
@@ -94,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, app in apps:
             print(f"{path} / application {name}: valid")
             ingress = app.ingress
-            print(f"ingress: {ingress.num_replicas} replica(s), each serving up to {ingress.overload.max_in_flight} "
-                  f"completions at once (then {ingress.overload.status_code} with Retry-After "
-                  f"{ingress.overload.retry_after_s:g} s); a stopping replica finishes its requests for up to "
-                  f"{app.shutdown_grace_s:g} s")
+            print(
+                f"ingress: {ingress.num_replicas} replica(s), each serving up to {ingress.overload.max_in_flight} "
+                f"completions at once (then {ingress.overload.status_code} with Retry-After "
+                f"{ingress.overload.retry_after_s:g} s); a stopping replica finishes its requests for up to "
+                f"{app.shutdown_grace_s:g} s"
+            )
             print(render(plan_app(app)))
             print(projection_summary(path, app))
     return 0 if ok else 1

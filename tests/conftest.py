@@ -87,13 +87,28 @@ def ray_cluster(tmp_path_factory):
     env = {**os.environ, RUN_ID_ENV: run_id, CONTROL_KEY_ENV: CONTROL_KEY}
     temp_dir = tmp_path_factory.mktemp("ray")
     subprocess.run(
-        [str(BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--num-cpus=16",
-         f"--metrics-export-port={metrics_port}", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={temp_dir}"],
-        env=env, check=True, capture_output=True)
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={gcs_port}",
+            "--num-cpus=16",
+            f"--metrics-export-port={metrics_port}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     try:
-        yield {"address": f"127.0.0.1:{gcs_port}", "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
-               "env": env, "run_id": run_id}
+        yield {
+            "address": f"127.0.0.1:{gcs_port}",
+            "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
+            "env": env,
+            "run_id": run_id,
+        }
     finally:
         kill_run(run_id)
         assert not run_processes(run_id), "processes of the test run outlived the cleanup"
@@ -110,7 +125,11 @@ def serve_app(ray_cluster, test_models, tmp_path_factory):
     log = (tmp_path_factory.mktemp("logs") / "serve_run.log").open("w")
     proc = subprocess.Popen(
         [str(BIN / "serve"), "run", "--address", ray_cluster["address"], str(config_path)],
-        env=ray_cluster["env"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        env=ray_cluster["env"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def ready():

@@ -40,8 +40,7 @@ def _app(access: AccessConfig, max_body_bytes: int = 1024):
     return app
 
 
-def _call(app, method: str, path: str, key: str | None = None, headers: dict | None = None,
-          **kwargs) -> httpx.Response:
+def _call(app, method: str, path: str, key: str | None = None, headers: dict | None = None, **kwargs) -> httpx.Response:
     headers = {**(headers or {}), **({"authorization": f"Bearer {key}"} if key else {})}
 
     async def go():
@@ -62,8 +61,12 @@ def test_inference_and_state_routes_need_an_api_key(keyed):
     for key in (None, "wrong", CONTROL):
         response = _call(keyed, "POST", "/v1/completions", key, json={"prompt": "hi"})
         assert response.status_code == 401, key
-        assert response.json()["error"] == {"message": "missing or wrong API key: send Authorization: Bearer KEY",
-                                             "type": "AuthenticationError", "param": None, "code": 401}
+        assert response.json()["error"] == {
+            "message": "missing or wrong API key: send Authorization: Bearer KEY",
+            "type": "AuthenticationError",
+            "param": None,
+            "code": 401,
+        }
     assert _call(keyed, "POST", "/v1/completions", API, json={"prompt": "hi"}).json() == {"echo": {"prompt": "hi"}}
     assert _call(keyed, "POST", "/v1/completions", "other", json={"prompt": "hi"}).status_code == 200
     assert _call(keyed, "GET", "/v1/spec/router").status_code == 401
@@ -88,8 +91,13 @@ def test_state_routes_can_be_turned_off():
 
 def test_bodies_over_the_limit_get_413_before_parsing_and_bad_utf8_gets_400():
     app = _app(AccessConfig(), max_body_bytes=1024)
-    response = _call(app, "POST", "/v1/completions", content=b'{"prompt": "' + b"x" * 2000 + b'"}',
-                     headers={"content-type": "application/json"})
+    response = _call(
+        app,
+        "POST",
+        "/v1/completions",
+        content=b'{"prompt": "' + b"x" * 2000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 413 and response.json()["error"]["type"] == "RequestTooLargeError"
 
     async def chunks():  # no content-length: counted as it arrives
@@ -100,8 +108,9 @@ def test_bodies_over_the_limit_get_413_before_parsing_and_bad_utf8_gets_400():
 
     response = _call(app, "POST", "/v1/completions", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
-    response = _call(app, "POST", "/v1/completions", content=b'{"prompt": "\xff"}',
-                     headers={"content-type": "application/json"})
+    response = _call(
+        app, "POST", "/v1/completions", content=b'{"prompt": "\xff"}', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and response.json()["error"]["message"].startswith("the request body is not")
     assert _call(app, "POST", "/v1/completions", json={"prompt": "é" * 100}).status_code == 200
 

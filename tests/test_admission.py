@@ -76,5 +76,7 @@ def test_the_limit_defaults_to_what_the_pools_hold_and_must_leave_room_for_healt
     args["ingress"].update(overload={"max_in_flight": 512})
     with pytest.raises(ValidationError) as err:
         AppConfig.model_validate(args)
-    assert "ingress.overload.max_in_flight (512) must be under ingress.max_ongoing_requests (512)" in \
-        format_validation_error(err.value)
+    assert (
+        "ingress.overload.max_in_flight (512) must be under ingress.max_ongoing_requests (512)"
+        in format_validation_error(err.value)
+    )

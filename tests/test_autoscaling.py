@@ -71,26 +71,42 @@ def test_only_the_apps_engine_deployments_carry_the_marker():
 
 def _context(current: int, in_flight: float, waiting: list[float], ttft: list[float], **config) -> AutoscalingContext:
     replicas = [f"r{i}" for i in range(current)]
-    scaling = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=8, upscale_delay_s=0,
-                                downscale_delay_s=0, **config)
+    scaling = AutoscalingConfig(
+        min_replicas=1, max_replicas=4, target_ongoing_requests=8, upscale_delay_s=0, downscale_delay_s=0, **config
+    )
     return AutoscalingContext(
-        deployment_id=DeploymentID(name="target-m-routed", app_name="specserve"), deployment_name="target-m-routed",
-        app_name="specserve", current_num_replicas=current, target_num_replicas=current, running_replicas=replicas,
-        total_num_requests=in_flight, total_queued_requests=0,
+        deployment_id=DeploymentID(name="target-m-routed", app_name="specserve"),
+        deployment_name="target-m-routed",
+        app_name="specserve",
+        current_num_replicas=current,
+        target_num_replicas=current,
+        running_replicas=replicas,
+        total_num_requests=in_flight,
+        total_queued_requests=0,
         aggregated_metrics={WAITING: dict(zip(replicas, waiting)), TTFT_P90: dict(zip(replicas, ttft))},
-        raw_metrics=None, capacity_adjusted_min_replicas=1, capacity_adjusted_max_replicas=4, policy_state={},
-        last_scale_up_time=None, last_scale_down_time=None, current_time=None, config=scaling)
+        raw_metrics=None,
+        capacity_adjusted_min_replicas=1,
+        capacity_adjusted_max_replicas=4,
+        policy_state={},
+        last_scale_up_time=None,
+        last_scale_down_time=None,
+        current_time=None,
+        config=scaling,
+    )
 
 
-@pytest.mark.parametrize("current, in_flight, waiting, ttft, desired", [
-    (2, 8, [0, 0], [0.2, 0.3], 1.0),      # nothing waits, TTFT fine: Ray Serve's in-flight rule (8 / 8 per replica)
-    (2, 4, [3, 1], [0.2, 0.3], 3),        # 2 waiting per replica: one more replica, whatever the in-flight rule says
-    (2, 4, [0, 0], [0.5, 1.5], 3),        # the slowest replica 1.5x over its TTFT objective: 1.5x the replicas
-    (2, 4, [0, 0], [0.5, 9.0], 4),        # far over it: at most double
-    (2, 40, [0, 0], [0.5, 1.5], 5.0),     # the in-flight rule asks for more still: it wins
-    (3, 2, [0.5, 0, 0], [0.2] * 3, 3),    # a little waiting: hold, no scale-down
-    (3, 2, [0, 0, 0], [0.6, 0.2, 0.2], 3),  # TTFT over half its objective: hold
-])
+@pytest.mark.parametrize(
+    "current, in_flight, waiting, ttft, desired",
+    [
+        (2, 8, [0, 0], [0.2, 0.3], 1.0),  # nothing waits, TTFT fine: Ray Serve's in-flight rule (8 / 8 per replica)
+        (2, 4, [3, 1], [0.2, 0.3], 3),  # 2 waiting per replica: one more replica, whatever the in-flight rule says
+        (2, 4, [0, 0], [0.5, 1.5], 3),  # the slowest replica 1.5x over its TTFT objective: 1.5x the replicas
+        (2, 4, [0, 0], [0.5, 9.0], 4),  # far over it: at most double
+        (2, 40, [0, 0], [0.5, 1.5], 5.0),  # the in-flight rule asks for more still: it wins
+        (3, 2, [0.5, 0, 0], [0.2] * 3, 3),  # a little waiting: hold, no scale-down
+        (3, 2, [0, 0, 0], [0.6, 0.2, 0.2], 3),  # TTFT over half its objective: hold
+    ],
+)
 def test_policy_adds_replicas_for_queues_and_slow_first_tokens(current, in_flight, waiting, ttft, desired):
     policy = EngineLoadPolicy(ttft_slo_s=1.0, max_waiting_requests=1.0)
     got, state = policy(_context(current, in_flight, waiting, ttft))
@@ -110,13 +126,20 @@ def test_live_engines_report_their_load_to_the_policy(openai_client, ray_cluster
     deployment = "target-tiny-llama-plain"
 
     def ttft_seen():
-        openai_client.completions.create(model="tiny-llama", prompt="def main(argv):\n", max_tokens=4,
-                                         extra_headers={"x-spec-pool": "plain"})
+        openai_client.completions.create(
+            model="tiny-llama", prompt="def main(argv):\n", max_tokens=4, extra_headers={"x-spec-pool": "plain"}
+        )
         text = scrape(ray_cluster["metrics_url"])
-        seen = [v for labels, v in samples(text, "ray_specserve_autoscaling_ttft_p90_seconds")
-                if labels.get("deployment") == deployment]
-        desired = [v for labels, v in samples(text, "ray_serve_autoscaling_desired_replicas")
-                   if labels.get("deployment") == deployment]
+        seen = [
+            v
+            for labels, v in samples(text, "ray_specserve_autoscaling_ttft_p90_seconds")
+            if labels.get("deployment") == deployment
+        ]
+        desired = [
+            v
+            for labels, v in samples(text, "ray_serve_autoscaling_desired_replicas")
+            if labels.get("deployment") == deployment
+        ]
         return seen and seen[0] > 0 and desired and (seen[0], desired[0])
 
     ttft, desired = wait_until(ttft_seen, 120, f"the autoscaling policy to read a TTFT for {deployment}", 2)

@@ -114,8 +114,9 @@ def test_shipped_configs_validate_with_the_serve_schema(test_models):
 
 
 def _check(*paths) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serve_app.check", *map(str, paths)],
-                          capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "serve_app.check", *map(str, paths)], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_check_cli_prints_the_plan_for_both_configs(test_models):
@@ -176,9 +177,15 @@ def test_draft_worker_must_share_the_tokenizer():
     args = _prod_with()
     _draft_worker(args)["source"] = "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B"  # same vocab: valid
     AppConfig.model_validate(args)
-    _draft_worker(args)["architecture"] = {"num_layers": 2, "hidden_size": 256, "num_attention_heads": 4,
-                                          "num_kv_heads": 4, "head_dim": 64, "intermediate_size": 512,
-                                          "vocab_size": 32000}
+    _draft_worker(args)["architecture"] = {
+        "num_layers": 2,
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "num_kv_heads": 4,
+        "head_dim": 64,
+        "intermediate_size": 512,
+        "vocab_size": 32000,
+    }
     msg = _error(args)
     assert "draft_workers[0]: vocabulary size 32000 differs from the target's 128256" in msg
 
@@ -203,8 +210,9 @@ def test_cpu_cores_bind_each_engine_and_are_checked(test_models):
     from serve_app.target.llm_config import build_llm_config
 
     model = AppConfig.model_validate(_args(LOCAL_CONFIG)).models[0]
-    binds = {p.name: build_llm_config(model, p).runtime_env["env_vars"].get("VLLM_CPU_OMP_THREADS_BIND")
-             for p in model.pools}
+    binds = {
+        p.name: build_llm_config(model, p).runtime_env["env_vars"].get("VLLM_CPU_OMP_THREADS_BIND") for p in model.pools
+    }
     assert binds == {"plain": "0", "routed": "0", "draft": "1"}
     args = _prod_with()
     _pool(args, "routed")["cpu_cores"] = "0"

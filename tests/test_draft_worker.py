@@ -25,9 +25,18 @@ PROMPT = "def parse_header(line):\n    key, _, value = line.partition(':')\n"
 
 
 def _complete(openai_client, headers: dict, max_tokens: int = 48, prompt: str = PROMPT) -> str:
-    return openai_client.completions.create(
-        model="tiny-llama", prompt=prompt, max_tokens=max_tokens, temperature=0.0, extra_headers=headers,
-        extra_body={"ignore_eos": True}).choices[0].text
+    return (
+        openai_client.completions.create(
+            model="tiny-llama",
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            extra_headers=headers,
+            extra_body={"ignore_eos": True},
+        )
+        .choices[0]
+        .text
+    )
 
 
 def _routed_counters(ray_cluster) -> dict[str, float]:
@@ -63,8 +72,16 @@ def test_remote_drafts_are_lossless_and_accepted(openai_client, ray_cluster):
 
 def test_one_draft_call_per_step_carries_every_request(serve_app, ray_cluster):
     before = _routed_counters(ray_cluster)
-    bodies = [{"model": "tiny-llama", "prompt": f"{PROMPT}# variant {i}\n", "max_tokens": 48, "temperature": 0.0,
-               "ignore_eos": True} for i in range(4)]
+    bodies = [
+        {
+            "model": "tiny-llama",
+            "prompt": f"{PROMPT}# variant {i}\n",
+            "max_tokens": 48,
+            "temperature": 0.0,
+            "ignore_eos": True,
+        }
+        for i in range(4)
+    ]
     results, _ = asyncio.run(run_load(serve_app, bodies, concurrency=4, headers=REMOTE))
     assert all(r.completion_tokens == 48 for r in results)
     delta = _delta(before, _routed_counters(ray_cluster))
@@ -80,14 +97,20 @@ def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray
     before = _routed_counters(ray_cluster)
     draft_worker = replica_processes(DRAFT_REPLICA_TITLE)
     text, killed = [], False
-    body = {"model": "tiny-llama", "prompt": PROMPT, "max_tokens": 400, "temperature": 0.0, "ignore_eos": True,
-            "stream": True}
+    body = {
+        "model": "tiny-llama",
+        "prompt": PROMPT,
+        "max_tokens": 400,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+    }
     with httpx.stream("POST", f"{serve_app}/v1/completions", json=body, headers=REMOTE, timeout=300) as resp:
         assert resp.status_code == 200
         for line in resp.iter_lines():
             if not line.startswith("data: {"):
                 continue
-            chunk = json.loads(line[len("data: "):])
+            chunk = json.loads(line[len("data: ") :])
             text += [c["text"] for c in chunk.get("choices", [])]
             if not killed and len(text) >= 20:
                 for proc in draft_worker:
@@ -98,8 +121,9 @@ def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray
     assert _delta(before, _routed_counters(ray_cluster))["draft_fallbacks"] > 0
 
     # Serve starts a new draft replica; speculation through it resumes without a target restart.
-    wait_until(lambda: httpx.get(f"{serve_app}/health", timeout=5).status_code == 200, 600,
-               "the draft worker to be replaced")
+    wait_until(
+        lambda: httpx.get(f"{serve_app}/health", timeout=5).status_code == 200, 600, "the draft worker to be replaced"
+    )
     resumed = _routed_counters(ray_cluster)
 
     def drafting_again():

@@ -10,8 +10,8 @@ import openai
 import pytest
 
 from cluster.testmodels.tasks import EDIT_MARKER
-from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from serve_app.config.schema import AppConfig
+from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from tests.conftest import CONTROL_AUTH, local_args, wait_until
 
 MODEL = "tiny-llama"
@@ -35,8 +35,14 @@ def test_models_lists_the_model(openai_client):
 def test_health_reports_every_pool_running(serve_app):
     body = httpx.get(f"{serve_app}/health", timeout=10).json()
     assert body["status"] == "ok"
-    assert set(body["deployments"]) == {"ingress", "target-tiny-llama-plain", "target-tiny-llama-routed",
-                                        "target-tiny-llama-draft", "draft-tiny-llama-tiny-draft", "spec-tuner"}
+    assert set(body["deployments"]) == {
+        "ingress",
+        "target-tiny-llama-plain",
+        "target-tiny-llama-routed",
+        "target-tiny-llama-draft",
+        "draft-tiny-llama-tiny-draft",
+        "spec-tuner",
+    }
 
 
 def test_completion_is_routed_and_reports_usage(openai_client):
@@ -66,8 +72,8 @@ def test_greedy_output_is_the_same_with_every_speculation_method(openai_client):
 
 def test_chat_completion(openai_client):
     chat = openai_client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Write a Python function."}], max_tokens=16,
-        temperature=0.0)
+        model=MODEL, messages=[{"role": "user", "content": "Write a Python function."}], max_tokens=16, temperature=0.0
+    )
     assert chat.choices[0].message.role == "assistant"
     assert chat.choices[0].message.content
     assert chat.usage.completion_tokens == 16
@@ -75,8 +81,9 @@ def test_chat_completion(openai_client):
 
 def test_streaming_completion_matches_non_streaming(openai_client):
     expected = _complete(openai_client).parse().choices[0].text
-    chunks = list(openai_client.completions.create(
-        model=MODEL, prompt=CODE, max_tokens=24, temperature=0.0, stream=True))
+    chunks = list(
+        openai_client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0.0, stream=True)
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == expected
     assert chunks[-1].usage.completion_tokens == 24
 
@@ -103,11 +110,14 @@ def test_unknown_model_is_404_in_openai_shape(openai_client):
     assert "no-such-model" in _error_body(info.value)["message"]
 
 
-@pytest.mark.parametrize("params", [
-    {"max_tokens": -1},
-    {"temperature": "hot"},
-    {"max_tokens": 4, "prompt": "word " * 2000},  # longer than max_model_len 1024
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_tokens": -1},
+        {"temperature": "hot"},
+        {"max_tokens": 4, "prompt": "word " * 2000},  # longer than max_model_len 1024
+    ],
+)
 def test_invalid_parameters_are_400(openai_client, params):
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.completions.create(**{"model": MODEL, "prompt": CODE, **params})
@@ -115,9 +125,11 @@ def test_invalid_parameters_are_400(openai_client, params):
 
 
 def test_unknown_pool_method_or_class_is_400(openai_client):
-    for headers, message in [({"x-spec-pool": "warp-drive"}, "unknown pool 'warp-drive'"),
-                             ({"x-spec-method": "telepathy"}, "no pool of model 'tiny-llama' runs method 'telepathy'"),
-                             ({"x-request-class": "poetry"}, "unknown request class 'poetry'")]:
+    for headers, message in [
+        ({"x-spec-pool": "warp-drive"}, "unknown pool 'warp-drive'"),
+        ({"x-spec-method": "telepathy"}, "no pool of model 'tiny-llama' runs method 'telepathy'"),
+        ({"x-request-class": "poetry"}, "unknown request class 'poetry'"),
+    ]:
         with pytest.raises(openai.BadRequestError) as info:
             _complete(openai_client, headers=headers)
         assert message in _error_body(info.value)["message"]
@@ -125,8 +137,11 @@ def test_unknown_pool_method_or_class_is_400(openai_client):
 
 def test_explicit_class_picks_its_method(openai_client):
     raw = _complete(openai_client, headers={"x-request-class": "bulk"})
-    assert (raw.headers["x-request-class"], raw.headers["x-spec-method"], raw.headers["x-spec-pool"]) == \
-        ("bulk", "none", "plain")
+    assert (raw.headers["x-request-class"], raw.headers["x-spec-method"], raw.headers["x-spec-pool"]) == (
+        "bulk",
+        "none",
+        "plain",
+    )
 
 
 def test_parameters_rejected_under_speculation_go_to_the_plain_pool(openai_client):
@@ -151,8 +166,7 @@ def test_per_request_method_and_k_reach_the_proposer(openai_client, ray_cluster)
     """One routed engine: its own spec-decode counters show each request's method and k."""
     url = ray_cluster["metrics_url"]
     routed = {"x-spec-pool": "routed"}
-    none = _routed_counters_after(openai_client, url, 2, headers={**routed, "x-spec-method": "none"},
-                                  prompt=CODE_EDIT)
+    none = _routed_counters_after(openai_client, url, 2, headers={**routed, "x-spec-method": "none"}, prompt=CODE_EDIT)
     assert none["drafts"] == 0 and none["draft_tokens"] == 0
     ngram = {**routed, "x-spec-method": "ngram"}
     k1 = _routed_counters_after(openai_client, url, 2, headers={**ngram, "x-spec-k": "1"}, prompt=CODE_EDIT)
@@ -183,12 +197,21 @@ def test_a_new_k_from_the_tuner_reaches_the_running_engine(serve_app, openai_cli
     try:
         for k in (2, 5):
             _pin(serve_app, k)
-            wait_until(lambda: all(["chat", "remote_draft", k, 0.0] in table
-                                   for table in _tuner_state(serve_app)["applied"].values()),
-                       30, f"every routed replica to apply k={k}")
+            wait_until(
+                lambda: all(
+                    ["chat", "remote_draft", k, 0.0] in table for table in _tuner_state(serve_app)["applied"].values()
+                ),
+                30,
+                f"every routed replica to apply k={k}",
+            )
             # No x-spec-k: the request's k is the tuner's.
-            delta = _routed_counters_after(openai_client, ray_cluster["metrics_url"], 2, prompt=CODE_EDIT,
-                                           headers={"x-spec-method": "remote_draft", "x-request-class": "chat"})
+            delta = _routed_counters_after(
+                openai_client,
+                ray_cluster["metrics_url"],
+                2,
+                prompt=CODE_EDIT,
+                headers={"x-spec-method": "remote_draft", "x-request-class": "chat"},
+            )
             tokens_per_draft[k] = delta["draft_tokens"] / delta["drafts"]
     finally:
         _pin(serve_app, None)
@@ -197,11 +220,14 @@ def test_a_new_k_from_the_tuner_reaches_the_running_engine(serve_app, openai_cli
 
 
 def test_bad_pin_is_400_in_openai_shape(serve_app):
-    for change, message in [({"request_class": "poetry"}, "tunes no (poetry, remote_draft)"),
-                            ({"k": 99}, "k must be from 0 to 8"),
-                            ({"pool": "plain"}, "no tuned pool 'plain'")]:
-        response = httpx.post(f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3, **change},
-                              headers=CONTROL_AUTH, timeout=30)
+    for change, message in [
+        ({"request_class": "poetry"}, "tunes no (poetry, remote_draft)"),
+        ({"k": 99}, "k must be from 0 to 8"),
+        ({"pool": "plain"}, "no tuned pool 'plain'"),
+    ]:
+        response = httpx.post(
+            f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3, **change}, headers=CONTROL_AUTH, timeout=30
+        )
         assert response.status_code == 400
         assert message in response.json()["error"]["message"]
 
@@ -213,11 +239,16 @@ def test_control_route_needs_its_key_and_bodies_are_bounded(serve_app):
         assert response.json()["error"]["type"] == "AuthenticationError"
     assert not any(key["pinned"] for key in _tuner_state(serve_app)["keys"]), "a refused pin changed nothing"
     big = b'{"model": "tiny-llama", "prompt": "' + b"x" * (4 * 2**20) + b'"}'
-    response = httpx.post(f"{serve_app}/v1/completions", content=big, timeout=30,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{serve_app}/v1/completions", content=big, timeout=30, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and "ingress.max_body_bytes" in response.json()["error"]["message"]
-    response = httpx.post(f"{serve_app}/v1/completions", content=b'{"model": "tiny-llama", "prompt": "\xff"}',
-                          timeout=30, headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{serve_app}/v1/completions",
+        content=b'{"model": "tiny-llama", "prompt": "\xff"}',
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400 and "not valid UTF-8" in response.json()["error"]["message"]
 
 
@@ -231,8 +262,12 @@ def test_the_control_key_empties_every_pools_prefix_cache(serve_app, ray_cluster
     hits = [quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"]]
 
     def hits_of_a_call() -> float:
-        assert httpx.post(f"{serve_app}/v1/completions", json=body, headers={"x-spec-pool": "plain"},
-                          timeout=60).status_code == 200
+        assert (
+            httpx.post(
+                f"{serve_app}/v1/completions", json=body, headers={"x-spec-pool": "plain"}, timeout=60
+            ).status_code
+            == 200
+        )
         hits.append(quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"])
         return hits[-1] - hits[-2]
 
@@ -274,8 +309,9 @@ def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_
             for labels, value in samples(text, f"ray_specserve_spec_{key}_total"):
                 if labels["pool"] == "routed":
                     by_class.setdefault((labels["request_class"], labels["method"]), {})[key] = value
-        totals = {key: sum(v.get(key, 0) for v in by_class.values()) for key in ("drafts", "draft_tokens",
-                                                                                   "accepted_tokens")}
+        totals = {
+            key: sum(v.get(key, 0) for v in by_class.values()) for key in ("drafts", "draft_tokens", "accepted_tokens")
+        }
         if ("agentic", "ngram") in by_class and all(totals[k] == engine.get(k) for k in totals):
             return by_class
         return None
@@ -314,7 +350,9 @@ def test_prometheus_metrics_tell_pools_apart(openai_client, ray_cluster):
     assert pools["plain"]["drafts"] == 0  # no speculation, no drafts
     assert pools["draft"]["drafts"] > 0 and pools["draft"]["accepted_tokens"] > 0
     assert pools["routed"]["drafts"] > 0
-    positions = {labels["position"] for labels, _ in samples(text, "ray_vllm_spec_decode_num_accepted_tokens_per_pos_total")}
+    positions = {
+        labels["position"] for labels, _ in samples(text, "ray_vllm_spec_decode_num_accepted_tokens_per_pos_total")
+    }
     assert positions >= {"0", "1", "2"}
     assert samples(text, "ray_vllm_time_to_first_token_seconds_count")
     assert samples(text, "ray_specserve_generated_tokens_total")

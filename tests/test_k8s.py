@@ -53,9 +53,12 @@ def test_worker_groups_hold_the_plan():
     for gpu_type in {p.accelerator_type for p in plans}:
         need_min = sum(p.min_replicas * p.devices_per_replica for p in plans if p.accelerator_type == gpu_type)
         need_max = sum(p.max_replicas * p.devices_per_replica for p in plans if p.accelerator_type == gpu_type)
-        matching = [g for g in groups
-                    if g["template"]["spec"].get("nodeSelector", {}).get("nvidia.com/gpu.product")
-                    == GPU_PRODUCT_LABELS[gpu_type]]
+        matching = [
+            g
+            for g in groups
+            if g["template"]["spec"].get("nodeSelector", {}).get("nvidia.com/gpu.product")
+            == GPU_PRODUCT_LABELS[gpu_type]
+        ]
         assert matching, f"no worker group selects {gpu_type} nodes"
         per_pod = [int(g["rayStartParams"]["num-gpus"]) for g in matching]
         for g, gpus in zip(matching, per_pod):
@@ -113,7 +116,9 @@ def test_prod_autoscaling_reaches_the_serve_deployments(ray_cluster, monkeypatch
         assert (serve_scaling.upscale_delay_s, serve_scaling.downscale_delay_s) == (30, 600)
         # Ray Serve runs the engine-load policy (queue depth and TTFT) with each deployment's objectives.
         assert serve_scaling.policy.policy_function == ENGINE_LOAD_POLICY
-        assert serve_scaling.policy.policy_kwargs == {"ttft_slo_s": scaling.ttft_slo_s,
-                                                      "max_waiting_requests": scaling.max_waiting_requests}
+        assert serve_scaling.policy.policy_kwargs == {
+            "ttft_slo_s": scaling.ttft_slo_s,
+            "max_waiting_requests": scaling.max_waiting_requests,
+        }
     assert wanted["target-llama-3_3-70b-instruct-eagle3"].ttft_slo_s == 1.5
     assert built["spec-tuner"].num_replicas == 1 and built["spec-tuner"].autoscaling_config is None

@@ -16,8 +16,8 @@ from cluster.planner.anchors import ANCHORS, anchor_table
 from cluster.planner.gpus import GPU_KINDS
 from cluster.planner.projection import EngineCost, project_method
 from cluster.planner.step_costs import CalibrationTable, Shard, StepModel
-from serve_app.config.architecture import KNOWN_ARCHITECTURES
 from serve_app.check import main as check_main
+from serve_app.config.architecture import KNOWN_ARCHITECTURES
 from serve_app.config.schema import PoolConfig
 from tests.conftest import ROOT
 
@@ -32,12 +32,27 @@ def _memory_bound_table(tmp_path, arch, name: str) -> CalibrationTable:
     bw = GPU_KINDS["H200"].memory_bytes_per_s
     layer_ms = shard.layer_params * 2 / bw * 1e3
     head_ms = shard.head_params * 2 / bw * 1e3
-    points = [{"batch": b, "tokens": t, "layer_ms": layer_ms, "matmul_ms": layer_ms, "attention_ms": 0.0,
-               "head_ms": head_ms} for b in (1, 2) for t in (1, 2)]
-    run = {"model": name, "tp": 1, "context": 2048, "points": points, "attention_by_context": [],
-           "shape": {"layers": arch.num_layers, "hidden": arch.hidden_size, "heads": arch.num_attention_heads,
-                     "kv_heads": arch.num_kv_heads, "head_dim": arch.head_dim,
-                     "intermediate": arch.intermediate_size, "vocab": arch.vocab_size}}
+    points = [
+        {"batch": b, "tokens": t, "layer_ms": layer_ms, "matmul_ms": layer_ms, "attention_ms": 0.0, "head_ms": head_ms}
+        for b in (1, 2)
+        for t in (1, 2)
+    ]
+    run = {
+        "model": name,
+        "tp": 1,
+        "context": 2048,
+        "points": points,
+        "attention_by_context": [],
+        "shape": {
+            "layers": arch.num_layers,
+            "hidden": arch.hidden_size,
+            "heads": arch.num_attention_heads,
+            "kv_heads": arch.num_kv_heads,
+            "head_dim": arch.head_dim,
+            "intermediate": arch.intermediate_size,
+            "vocab": arch.vocab_size,
+        },
+    }
     path = tmp_path / "table.json"
     path.write_text(json.dumps({"runs": [run]}))
     return CalibrationTable(path)
@@ -161,9 +176,9 @@ def test_check_prints_the_projection_and_warns_of_a_draft_worker_that_cannot_pay
 def test_the_planner_bounds_k_where_the_tuner_does():
     """Both read a class's k range from `ModelConfig.tuned_k`: code_edit starts at its k=5 but
     the tuner may raise it to the pool's 8, so the planner must project up to 8 as well."""
+    from cluster.planner.projection import class_k_max
     from serve_app.config.schema import AppConfig
     from serve_app.tuner.controller import PoolTuner
-    from cluster.planner.projection import class_k_max
 
     args = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]["args"]
     model = AppConfig.model_validate(args).models[0]

@@ -7,8 +7,7 @@ import pytest
 
 from serve_app.proposer.remote_draft import DraftEndpoint, RemoteDraftClient
 
-ENDPOINT = DraftEndpoint(gcs_address="unused", app_name="app", deployment="draft", deadline_s=0.05,
-                         retry_after_s=30)
+ENDPOINT = DraftEndpoint(gcs_address="unused", app_name="app", deployment="draft", deadline_s=0.05, retry_after_s=30)
 
 
 class _Response:

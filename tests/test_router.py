@@ -12,14 +12,22 @@ import yaml
 from pydantic import ValidationError
 
 from serve_app.config.schema import AppConfig, RouterConfig, format_validation_error
+from serve_app.observability.engine_steps import EngineSteps
 from serve_app.proposer.request_spec import RequestSpec
 from serve_app.router.classifier import classify, features, prompt_text
-from serve_app.observability.engine_steps import EngineSteps
 from serve_app.router.planner import ClassPlan, Option, plan_class
 from serve_app.router.policy import Choice, Policy
+from serve_app.router.route import (
+    CLASS_HEADER,
+    K_HEADER,
+    METHOD_HEADER,
+    POOL_HEADER,
+    RouteError,
+    load_per_replica,
+    route,
+    routed_spec,
+)
 from serve_app.tuner.goodput import StepCost, expected_tokens
-from serve_app.router.route import (CLASS_HEADER, K_HEADER, METHOD_HEADER, POOL_HEADER, RouteError, load_per_replica,
-                                    route, routed_spec)
 from tests.conftest import LOCAL_CONFIG, ROOT
 
 CLASSES = {"code_edit", "summarize", "agentic", "chat", "bulk"}
@@ -34,21 +42,27 @@ def _chat(text: str, **kw):
     return SimpleNamespace(messages=[{"role": "user", "content": text}], **kw)
 
 
-@pytest.mark.parametrize("body, expected", [
-    (_chat("Rename r to radius in this code:\n" + CODE), "code_edit"),
-    (_completion(CODE + "\n# edited version:\n"), "code_edit"),
-    (_completion(CODE), "code_edit"),
-    (_completion("def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("), "code_edit"),
-    (_chat("Summarize this document:\n" + CODE), "summarize"),
-    (_chat("Tell me about os.path.join(a, b)"), "chat"),
-    (_chat("Summarize the key points of this report: " + "sales grew. " * 20), "summarize"),
-    (_chat("lorem ipsum dolor sit amet " * 100), "summarize"),  # long prose
-    (_chat("what's the weather?", tools=[{"type": "function", "function": {"name": "weather"}}]), "agentic"),
-    (_chat("write five taglines", n=5), "bulk"),
-    (_chat("write a wild poem", temperature=1.5), "bulk"),
-    (_chat("Tell me a story.", temperature=1.0), "chat"),
-    (_chat("Tell me a story about a dragon."), "chat"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (_chat("Rename r to radius in this code:\n" + CODE), "code_edit"),
+        (_completion(CODE + "\n# edited version:\n"), "code_edit"),
+        (_completion(CODE), "code_edit"),
+        (
+            _completion("def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("),
+            "code_edit",
+        ),
+        (_chat("Summarize this document:\n" + CODE), "summarize"),
+        (_chat("Tell me about os.path.join(a, b)"), "chat"),
+        (_chat("Summarize the key points of this report: " + "sales grew. " * 20), "summarize"),
+        (_chat("lorem ipsum dolor sit amet " * 100), "summarize"),  # long prose
+        (_chat("what's the weather?", tools=[{"type": "function", "function": {"name": "weather"}}]), "agentic"),
+        (_chat("write five taglines", n=5), "bulk"),
+        (_chat("write a wild poem", temperature=1.5), "bulk"),
+        (_chat("Tell me a story.", temperature=1.0), "chat"),
+        (_chat("Tell me a story about a dragon."), "chat"),
+    ],
+)
 def test_classifier(body, expected):
     assert classify(features(body), CLASSES, "chat") == expected
 
@@ -58,10 +72,13 @@ def test_classifier_only_returns_declared_classes():
 
 
 def _router(**overrides) -> RouterConfig:
-    base = {"default_class": "chat", "classes": [
-        {"name": "code_edit", "methods": ["ngram", "draft_model"], "default": "ngram"},
-        {"name": "chat", "methods": ["draft_model", "ngram"], "default": "draft_model"},
-    ]}
+    base = {
+        "default_class": "chat",
+        "classes": [
+            {"name": "code_edit", "methods": ["ngram", "draft_model"], "default": "ngram"},
+            {"name": "chat", "methods": ["draft_model", "ngram"], "default": "draft_model"},
+        ],
+    }
     return RouterConfig.model_validate({**base, **overrides})
 
 
@@ -90,8 +107,11 @@ def _plan(default: str, options: dict, current: str | None = None, switch_margin
 
 
 def test_planner_picks_the_method_with_the_most_goodput_and_explores_only_what_is_unknown_or_stale():
-    options = {"ngram": _option("ngram", 60.0), "draft_model": _option("draft_model", 35.0, age_s=20),
-               "none": _option("none", 30.0)}
+    options = {
+        "ngram": _option("ngram", 60.0),
+        "draft_model": _option("draft_model", 35.0, age_s=20),
+        "none": _option("none", 30.0),
+    }
     plan = _plan("draft_model", options)
     assert (plan.method, plan.reason) == ("ngram", "goodput")
     # Recent evidence, and none's figure (the pool's step cost): nothing to learn, nothing explored.
@@ -100,14 +120,19 @@ def test_planner_picks_the_method_with_the_most_goodput_and_explores_only_what_i
     plan = _plan("draft_model", {**options, "draft_model": _option("draft_model", 35.0, age_s=301)})
     assert plan.explore == {"draft_model": pytest.approx(0.1)}
     # Methods not measured yet share it with the stale ones.
-    plan = _plan("draft_model", {**options, "draft_model": _option("draft_model", 35.0, age_s=301),
-                                 "none": _option("none", None)})
+    plan = _plan(
+        "draft_model",
+        {**options, "draft_model": _option("draft_model", 35.0, age_s=301), "none": _option("none", None)},
+    )
     assert plan.explore == {"draft_model": pytest.approx(0.05), "none": pytest.approx(0.05)}
 
 
 def test_a_class_whose_evidence_favours_the_draft_gets_it():
-    options = {"ngram": _option("ngram", 31.0), "draft_model": _option("draft_model", 55.0),
-               "none": _option("none", 30.0)}
+    options = {
+        "ngram": _option("ngram", 31.0),
+        "draft_model": _option("draft_model", 55.0),
+        "none": _option("none", 30.0),
+    }
     assert _plan("ngram", options).method == "draft_model"
 
 
@@ -119,7 +144,11 @@ def test_thin_or_marginal_evidence_does_not_move_the_choice():
     # A method without evidence is never chosen, however good the current one's rivals look.
     assert _plan("ngram", {**thin, "ngram": _option("ngram", 40.0)}, "ngram").method == "ngram"
     # Within the margin of the current choice: it holds.
-    close = {"draft_model": _option("draft_model", 50.0), "ngram": _option("ngram", 54.0), "none": _option("none", 30.0)}
+    close = {
+        "draft_model": _option("draft_model", 50.0),
+        "ngram": _option("ngram", 54.0),
+        "none": _option("none", 30.0),
+    }
     assert _plan("ngram", close, "draft_model").method == "draft_model"
     assert _plan("ngram", {**close, "ngram": _option("ngram", 56.0)}, "draft_model").method == "ngram"
 
@@ -130,8 +159,10 @@ def test_high_load_in_the_step_costs_leads_to_none():
     survival = [0.5, 0.25, 0.125, 0.06]
 
     def options(rows: float) -> dict:
-        return {"ngram": _option("ngram", expected_tokens(survival, 4) / cost.seconds(rows, "ngram", 4)),
-                "none": _option("none", 1.0 / cost.seconds(rows, "none", 0))}
+        return {
+            "ngram": _option("ngram", expected_tokens(survival, 4) / cost.seconds(rows, "ngram", 4)),
+            "none": _option("none", 1.0 / cost.seconds(rows, "none", 0)),
+        }
 
     assert _plan("ngram", options(1)).method == "ngram"
     assert _plan("ngram", options(32), "ngram").method == "none"
@@ -170,8 +201,13 @@ def test_request_spec_from_extra_args_is_safe():
     spec = RequestSpec("ngram", 3, "code_edit")
     assert RequestSpec.from_extra_args(spec.to_xargs(), 8) == spec
     assert RequestSpec.from_extra_args({"spec_method": "ngram", "spec_k": 99}, 8) == RequestSpec("ngram", 8)
-    for bad in (None, {}, {"spec_method": "telepathy", "spec_k": 2}, {"spec_method": "ngram", "spec_k": "x"},
-                {"spec_method": "ngram", "spec_k": 0}):
+    for bad in (
+        None,
+        {},
+        {"spec_method": "telepathy", "spec_k": 2},
+        {"spec_method": "ngram", "spec_k": "x"},
+        {"spec_method": "ngram", "spec_k": 0},
+    ):
         assert RequestSpec.from_extra_args(bad, 8) == RequestSpec("none", 0)
 
 
@@ -245,12 +281,15 @@ def test_route_follows_headers_then_plain_only_params_then_the_policy(test_model
     assert route(model, _chat("hi"), {CLASS_HEADER: "chat"}, policy, 0).method == "draft_model"
 
 
-@pytest.mark.parametrize("headers, words", [
-    ({POOL_HEADER: "nope"}, ["unknown pool 'nope'", "plain", "routed"]),
-    ({POOL_HEADER: "draft", METHOD_HEADER: "ngram"}, ["cannot run method 'ngram'", "draft_model"]),
-    ({METHOD_HEADER: "eagle3"}, ["no pool", "eagle3"]),
-    ({CLASS_HEADER: "poetry"}, ["unknown request class 'poetry'", "code_edit"]),
-])
+@pytest.mark.parametrize(
+    "headers, words",
+    [
+        ({POOL_HEADER: "nope"}, ["unknown pool 'nope'", "plain", "routed"]),
+        ({POOL_HEADER: "draft", METHOD_HEADER: "ngram"}, ["cannot run method 'ngram'", "draft_model"]),
+        ({METHOD_HEADER: "eagle3"}, ["no pool", "eagle3"]),
+        ({CLASS_HEADER: "poetry"}, ["unknown request class 'poetry'", "code_edit"]),
+    ],
+)
 def test_route_names_what_to_change_in_a_bad_request(test_models, headers, words):
     model = _local_model()
     with pytest.raises(RouteError) as info:
@@ -275,8 +314,10 @@ def test_load_counts_this_models_requests_per_target_replica(test_models):
 
 
 def test_a_class_the_classifier_cannot_recognise_must_say_it_is_header_only():
-    classes = [{"name": "chat", "methods": ["ngram"], "default": "ngram"},
-               {"name": "translate", "methods": ["ngram"], "default": "ngram"}]
+    classes = [
+        {"name": "chat", "methods": ["ngram"], "default": "ngram"},
+        {"name": "translate", "methods": ["ngram"], "default": "ngram"},
+    ]
     with pytest.raises(ValidationError, match="class 'translate' is not one the classifier recognises.*header_only"):
         RouterConfig.model_validate({"default_class": "chat", "classes": classes})
     classes[1]["header_only"] = True
@@ -288,10 +329,17 @@ def test_content_parts_vllm_left_unvalidated_are_a_clear_client_error():
     as it is read; joining it was a 500 (found by fuzzing). Reading it names the message."""
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-    body = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"},
-                                                      {"role": "system", "content": [{"text": "be brief"}]}])
+    body = ChatCompletionRequest(
+        model="m", messages=[{"role": "user", "content": "hi"}, {"role": "system", "content": [{"text": "be brief"}]}]
+    )
     assert not isinstance(body.messages[1]["content"], (list, str))  # the iterator this guards against
     with pytest.raises(ValueError, match=r"^messages\[1\]\.content: "):
         prompt_text(body)
-    assert prompt_text(ChatCompletionRequest(
-        model="m", messages=[{"role": "system", "content": [{"type": "text", "text": "be brief"}]}])) == "be brief"
+    assert (
+        prompt_text(
+            ChatCompletionRequest(
+                model="m", messages=[{"role": "system", "content": [{"type": "text", "text": "be brief"}]}]
+            )
+        )
+        == "be brief"
+    )

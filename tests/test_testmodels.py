@@ -81,8 +81,10 @@ def test_target_costs_several_drafts(test_models):
     # By construction (the weights each token reads), not by the CPU timing in the report,
     # which is printed: tests assert behaviour, benchmarks measure speed.
     ratio = _weights_read_per_token(_config("target")) / _weights_read_per_token(_config("draft"))
-    print(f"weights read per token, target/draft: {ratio:.1f}; "
-          f"measured on this CPU: {test_models['measured']['cost_ratio']:.1f}")
+    print(
+        f"weights read per token, target/draft: {ratio:.1f}; "
+        f"measured on this CPU: {test_models['measured']['cost_ratio']:.1f}"
+    )
     assert ratio >= 8
 
 
@@ -97,8 +99,9 @@ def test_target_and_draft_share_one_tokenizer_and_head_dim(test_models):
 def test_tokenizer_chat_template_is_the_one_training_used(test_models):
     tok = AutoTokenizer.from_pretrained(DEFAULT_OUT / "target")
     messages = [("system", "be brief"), ("user", "hi"), ("assistant", "hello"), ("user", "bye")]
-    text = tok.apply_chat_template([{"role": r, "content": c} for r, c in messages], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": r, "content": c} for r, c in messages], tokenize=False, add_generation_prompt=True
+    )
     assert text == tasks.render_chat(messages)
 
 

@@ -72,8 +72,9 @@ def test_a_shift_in_acceptance_restarts_the_estimate_within_a_period_or_two():
     estimate = AcceptanceEstimate()
     for _ in range(20):  # greedy code edits: drafts accepted
         assert not estimate.update(*_period(rng, 0.9, 32), memory_steps=150, min_drafts=20, shift_threshold=0.3)
-    shifted = [estimate.update(*_period(rng, 0.1, 32), memory_steps=150, min_drafts=20, shift_threshold=0.3)
-               for _ in range(3)]  # sampled chat: drafts rejected
+    shifted = [
+        estimate.update(*_period(rng, 0.1, 32), memory_steps=150, min_drafts=20, shift_threshold=0.3) for _ in range(3)
+    ]  # sampled chat: drafts rejected
     assert shifted[:2] in ([True, False], [False, True])
     # The new regime's deeper positions too: the old one's do not stretch the new first-position rate.
     assert estimate.survival(4, min_drafts=20)[0] < 0.3 and estimate.survival(4, min_drafts=20)[3] < 0.01
@@ -118,8 +119,10 @@ def test_k_is_zero_below_break_even():
 def test_bigger_batches_get_shorter_drafts():
     """Verification tokens cost the whole batch: the best k falls as the batch grows."""
     survival = _estimate([0.7 ** (p + 1) for p in range(8)]).survival(8, 20)
-    ks = [choose_k(survival, COST, rows=rows, method="ngram", k_min=0, k_max=8, current=None, margin=0).k
-          for rows in (1, 8, 64)]
+    ks = [
+        choose_k(survival, COST, rows=rows, method="ngram", k_min=0, k_max=8, current=None, margin=0).k
+        for rows in (1, 8, 64)
+    ]
     assert ks[0] > ks[1] > ks[2], ks
 
 
@@ -143,8 +146,18 @@ def test_one_noisy_cost_fit_does_not_move_k():
     steady = choose_k(survival, COST, rows=1, method="ngram", k_min=0, k_max=8, current=None, margin=0.05)
     spike = StepCost(0.020, 0.010, {"ngram": (0.0, 0.0)})
     alone = choose_k(survival, spike, rows=1, method="ngram", k_min=0, k_max=8, current=steady.k, margin=0.05)
-    smoothed = choose_k(survival, spike, rows=1, method="ngram", k_min=0, k_max=8, current=steady.k, margin=0.05,
-                        previous=steady.goodput, smoothing=0.3)
+    smoothed = choose_k(
+        survival,
+        spike,
+        rows=1,
+        method="ngram",
+        k_min=0,
+        k_max=8,
+        current=steady.k,
+        margin=0.05,
+        previous=steady.goodput,
+        smoothing=0.3,
+    )
     assert alone.k < steady.k == smoothed.k
 
 
@@ -153,8 +166,13 @@ def test_step_cost_fit_recovers_a_linear_cost_and_ignores_stalls():
     steps = []
     for _ in range(200):
         rows, verified = rng.randint(2, 8), rng.randint(0, 20)
-        steps.append({"rows": rows, "verified_tokens": verified,
-                      "forward_s": 0.02 + 0.001 * (rows + verified) + rng.uniform(-0.0005, 0.0005)})
+        steps.append(
+            {
+                "rows": rows,
+                "verified_tokens": verified,
+                "forward_s": 0.02 + 0.001 * (rows + verified) + rng.uniform(-0.0005, 0.0005),
+            }
+        )
     for i in range(0, 200, 10):
         steps[i]["forward_s"] = 1.5  # GC pauses and co-tenants: 5% of steps stall
     drafts = [{"method": "remote_draft", "rows": 4, "k": k, "seconds": 0.004 + 0.003 * k} for k in (2, 3, 4) * 5]
@@ -171,8 +189,12 @@ def test_step_cost_fit_recovers_a_linear_cost_and_ignores_stalls():
     assert fit_step_cost(same_tokens, drafts, rows=1, draft_rows={}) is None
     assert fit_step_cost(steps[:5], drafts, rows=4, draft_rows={}) is None
     # A fit whose intercept would be negative goes through the origin instead.
-    through_origin = fit_step_cost([{"rows": 1, "verified_tokens": v, "forward_s": 0.01 * v - 0.005}
-                                    for v in (1, 2, 3) * 10], drafts, rows=1, draft_rows={})
+    through_origin = fit_step_cost(
+        [{"rows": 1, "verified_tokens": v, "forward_s": 0.01 * v - 0.005} for v in (1, 2, 3) * 10],
+        drafts,
+        rows=1,
+        draft_rows={},
+    )
     assert through_origin.base_s == 0 and through_origin.per_token_s > 0
 
 
@@ -182,10 +204,16 @@ def test_step_cost_is_fit_at_the_current_batch_size():
     def call_s(rows: int, k: int) -> float:
         return 0.005 + 0.004 * rows + (0.002 + 0.0003 * rows) * k
 
-    drafts = [{"method": "remote_draft", "rows": rows, "k": k, "seconds": call_s(rows, k)}
-              for rows, ks in ((1, (6, 7, 8)), (16, (1, 2, 3))) for k in ks * 10]
-    steps = [{"rows": rows, "verified_tokens": rows * k, "forward_s": 0.01 + 0.002 * rows * (1 + k)}
-             for rows in (1, 16) for k in (1, 2, 3) * 10]
+    drafts = [
+        {"method": "remote_draft", "rows": rows, "k": k, "seconds": call_s(rows, k)}
+        for rows, ks in ((1, (6, 7, 8)), (16, (1, 2, 3)))
+        for k in ks * 10
+    ]
+    steps = [
+        {"rows": rows, "verified_tokens": rows * k, "forward_s": 0.01 + 0.002 * rows * (1 + k)}
+        for rows in (1, 16)
+        for k in (1, 2, 3) * 10
+    ]
     for rows in (1, 16):
         cost = fit_step_cost(steps, drafts, rows=rows, draft_rows={"remote_draft": rows})
         assert cost.drafting["remote_draft"] == pytest.approx((call_s(rows, 0), call_s(rows, 1) - call_s(rows, 0)))
@@ -209,11 +237,17 @@ def _routed_tuner(**tuner) -> PoolTuner:
 
 
 def _report(tallies: dict, rows: int, verified: int, forward_s: float) -> dict:
-    return {"tallies": [{"request_class": c, "method": m, "drafts": p[0], "asked_per_position": p,
-                         "accepted_per_position": a} for (c, m), (p, a) in tallies.items()],
-            "steps": [{"rows": rows, "verified_tokens": v, "forward_s": forward_s + 0.0005 * (rows + v)}
-                      for v in (verified, verified + rows) * 20],
-            "drafts": [{"method": "ngram", "rows": rows, "k": k, "seconds": 0.0002} for k in (3, 4, 5) * 3]}
+    return {
+        "tallies": [
+            {"request_class": c, "method": m, "drafts": p[0], "asked_per_position": p, "accepted_per_position": a}
+            for (c, m), (p, a) in tallies.items()
+        ],
+        "steps": [
+            {"rows": rows, "verified_tokens": v, "forward_s": forward_s + 0.0005 * (rows + v)}
+            for v in (verified, verified + rows) * 20
+        ],
+        "drafts": [{"method": "ngram", "rows": rows, "k": k, "seconds": 0.0002} for k in (3, 4, 5) * 3],
+    }
 
 
 def test_pool_tuner_follows_acceptance_with_a_dwell_time_and_bounds():
@@ -227,8 +261,9 @@ def test_pool_tuner_follows_acceptance_with_a_dwell_time_and_bounds():
         p, a = totals["code"]
         p[:] = [x + 200 for x in p]
         a[:] = [x + round(200 * rate ** (i + 1)) for i, x in enumerate(a)]
-        tuner.ingest("r1", _report({("code_edit", "ngram"): (list(p), list(a))}, rows=2, verified=8,
-                                   forward_s=0.02), now)
+        tuner.ingest(
+            "r1", _report({("code_edit", "ngram"): (list(p), list(a))}, rows=2, verified=8, forward_s=0.02), now
+        )
         return tuner.decide(now)
 
     assert period(5, 0.95) == []  # within the dwell time of the start
@@ -305,9 +340,21 @@ def test_a_restarted_replica_is_counted_afresh_even_when_its_lookups_never_match
     key = ("code_edit", "ngram")
 
     def report(asked: int) -> dict:
-        return {"tallies": [{"request_class": key[0], "method": key[1], "drafts": 0, "draft_tokens": 0,
-                             "accepted_tokens": 0, "asked_per_position": [asked], "accepted_per_position": [0]}],
-                "steps": [], "drafts": []}
+        return {
+            "tallies": [
+                {
+                    "request_class": key[0],
+                    "method": key[1],
+                    "drafts": 0,
+                    "draft_tokens": 0,
+                    "accepted_tokens": 0,
+                    "asked_per_position": [asked],
+                    "accepted_per_position": [0],
+                }
+            ],
+            "steps": [],
+            "drafts": [],
+        }
 
     tuner.ingest("r1", report(10), now=1.0)
     tuner.ingest("r1", report(4), now=2.0)  # totals went down: the replica restarted
@@ -321,22 +368,38 @@ def test_the_tuner_routes_each_class_to_the_method_its_evidence_favours():
     """Synthetic reports from both kinds of pool: the routed pool's proposer books (code edits copy,
     chat does not) and the in-engine eagle3 pool's step times and per-class draft counts (chat
     accepts). Code edits go to ngram, chat to eagle3, and the table says why."""
+
     async def scenario() -> tuple[dict, dict]:
         args = copy.deepcopy(_args())
         _pool(args, "routed")["speculation"]["tuner"] = {"period_s": 5}
         tuner = SpecTuner(AppConfig.model_validate(args))
-        routed = _report({("code_edit", "ngram"): ([400] * 5, [round(400 * 0.9 ** (i + 1)) for i in range(5)]),
-                          ("chat", "ngram"): ([400] * 5, [round(400 * 0.2 ** (i + 1)) for i in range(5)])},
-                         rows=1, verified=4, forward_s=0.02)
+        routed = _report(
+            {
+                ("code_edit", "ngram"): ([400] * 5, [round(400 * 0.9 ** (i + 1)) for i in range(5)]),
+                ("chat", "ngram"): ([400] * 5, [round(400 * 0.2 ** (i + 1)) for i in range(5)]),
+            },
+            rows=1,
+            verified=4,
+            forward_s=0.02,
+        )
         await tuner.report(MODEL, "routed", "r1", routed)
-        eagle = {"tallies": [{"request_class": "chat", "asked_per_position": [400] * 5,
-                              "accepted_per_position": [round(400 * 0.8 ** (i + 1)) for i in range(5)]},
-                             {"request_class": "code_edit", "asked_per_position": [400] * 5,
-                              "accepted_per_position": [round(400 * 0.3 ** (i + 1)) for i in range(5)]}],
-                 "steps": [{"rows": 1, "seconds": 0.026}] * 40}
+        eagle = {
+            "tallies": [
+                {
+                    "request_class": "chat",
+                    "asked_per_position": [400] * 5,
+                    "accepted_per_position": [round(400 * 0.8 ** (i + 1)) for i in range(5)],
+                },
+                {
+                    "request_class": "code_edit",
+                    "asked_per_position": [400] * 5,
+                    "accepted_per_position": [round(400 * 0.3 ** (i + 1)) for i in range(5)],
+                },
+            ],
+            "steps": [{"rows": 1, "seconds": 0.026}] * 40,
+        }
         await tuner.report_engine(MODEL, "eagle3", "e1", eagle)
-        await tuner.report_engine(MODEL, "plain", "p1", {"tallies": [],
-                                                                   "steps": [{"rows": 1, "seconds": 0.021}] * 40})
+        await tuner.report_engine(MODEL, "plain", "p1", {"tallies": [], "steps": [{"rows": 1, "seconds": 0.021}] * 40})
         now = time.monotonic()
         tuner._pools[(MODEL, "routed")].decide(now)
         for engine in tuner._engines.values():

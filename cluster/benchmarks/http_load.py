@@ -37,8 +37,12 @@ class RequestFailed(RuntimeError):
 def reset_prefix_cache(base_url: str, model: str, control_key: str) -> None:
     """Every target replica of `model` starts cold: arms that send the same prompts must not
     find each other's in vLLM's prefix cache (a control route: the app's control key)."""
-    response = httpx.post(f"{base_url}/v1/spec/reset_prefix_cache", json={"model": model},
-                          headers={"authorization": f"Bearer {control_key}"}, timeout=120)
+    response = httpx.post(
+        f"{base_url}/v1/spec/reset_prefix_cache",
+        json={"model": model},
+        headers={"authorization": f"Bearer {control_key}"},
+        timeout=120,
+    )
     if response.status_code != 200:
         raise RequestFailed(response.status_code, response.content)
 
@@ -60,19 +64,21 @@ async def stream_request(client: httpx.AsyncClient, body: dict, headers: dict[st
         async for line in resp.aiter_lines():
             if not line.startswith("data: {"):
                 continue
-            chunk = json.loads(line[len("data: "):])
+            chunk = json.loads(line[len("data: ") :])
             if ttft is None and chunk.get("choices"):
                 ttft = time.perf_counter() - start
             finish = next((c["finish_reason"] for c in chunk.get("choices", []) if c.get("finish_reason")), finish)
             usage = chunk.get("usage") or usage
         response_headers = dict(resp.headers)
     e2e = time.perf_counter() - start
-    return RequestResult(ttft if ttft is not None else e2e, e2e, usage.get("completion_tokens", 0), response_headers,
-                         finish)
+    return RequestResult(
+        ttft if ttft is not None else e2e, e2e, usage.get("completion_tokens", 0), response_headers, finish
+    )
 
 
-async def run_load(base_url: str, bodies: list[dict], concurrency: int,
-                   headers: dict[str, str] | None = None) -> tuple[list[RequestResult], float]:
+async def run_load(
+    base_url: str, bodies: list[dict], concurrency: int, headers: dict[str, str] | None = None
+) -> tuple[list[RequestResult], float]:
     """Send every body with `concurrency` clients in flight; returns results and wall time."""
     queue: asyncio.Queue[dict] = asyncio.Queue()
     for body in bodies:
@@ -80,6 +86,7 @@ async def run_load(base_url: str, bodies: list[dict], concurrency: int,
     results: list[RequestResult] = []
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+
         async def worker():
             while not queue.empty():
                 results.append(await stream_request(client, queue.get_nowait(), headers or {}))

@@ -41,18 +41,30 @@ def _peer_llm_configs(local_config: str) -> dict[str, dict]:
     model = app.models[0]
     draft_pool = next(p for p in model.pools if p.speculation.method == "draft_model")
     engine = {"dtype": model.dtype, "max_model_len": model.max_model_len}
-    common = {"accelerator_config": {"kind": "cpu"},
-              "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": DEFAULT_CPU_KVCACHE_GIB}}}
+    common = {
+        "accelerator_config": {"kind": "cpu"},
+        "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": DEFAULT_CPU_KVCACHE_GIB}},
+    }
     source = resolve_source(model.source)
     draft = resolve_source(draft_pool.speculation.draft.source)
     return {
-        "none": {"model_loading_config": {"model_id": "peer-none", "model_source": source},
-                 "engine_kwargs": engine, **common},
-        "draft_model": {"model_loading_config": {"model_id": "peer-draft_model", "model_source": source},
-                        "engine_kwargs": {**engine, "speculative_config": {
-                            "method": "draft_model", "model": draft,
-                            "num_speculative_tokens": draft_pool.speculation.num_speculative_tokens}},
-                        **common},
+        "none": {
+            "model_loading_config": {"model_id": "peer-none", "model_source": source},
+            "engine_kwargs": engine,
+            **common,
+        },
+        "draft_model": {
+            "model_loading_config": {"model_id": "peer-draft_model", "model_source": source},
+            "engine_kwargs": {
+                **engine,
+                "speculative_config": {
+                    "method": "draft_model",
+                    "model": draft,
+                    "num_speculative_tokens": draft_pool.speculation.num_speculative_tokens,
+                },
+            },
+            **common,
+        },
     }
 
 
@@ -80,8 +92,9 @@ def remove_peer() -> None:
     """Delete the peer app, then end what its replicas started: vLLM engine processes outlive them."""
     from ray import serve
 
-    replicas = [p for p in psutil.process_iter(["cmdline"])
-                if f"ServeReplica:{PEER_APP}:" in " ".join(p.info["cmdline"] or [])]
+    replicas = [
+        p for p in psutil.process_iter(["cmdline"]) if f"ServeReplica:{PEER_APP}:" in " ".join(p.info["cmdline"] or [])
+    ]
     engines = [c for p in replicas for c in p.children(recursive=True)]
     serve.delete(PEER_APP)
     _, alive = psutil.wait_procs(replicas + engines, timeout=30)
@@ -89,8 +102,9 @@ def remove_peer() -> None:
         proc.kill()
 
 
-def run(base_url: str, model: str, methods: list[str], concurrencies: list[int], requests: int, max_tokens: int,
-        rounds: int) -> list[dict]:
+def run(
+    base_url: str, model: str, methods: list[str], concurrencies: list[int], requests: int, max_tokens: int, rounds: int
+) -> list[dict]:
     bodies = [{**b, "temperature": 0.0, "ignore_eos": True} for b in mixed(requests, max_tokens)]
     arms = {}
     for method in methods:
@@ -103,35 +117,52 @@ def run(base_url: str, model: str, methods: list[str], concurrencies: list[int],
         samples: dict[tuple, list] = {arm: [] for arm in arms}
         for r in range(rounds):
             for arm, (url, name, headers) in arms.items():
-                results, wall = asyncio.run(run_load(url, [{**b, "model": name} for b in bodies], concurrency,
-                                                     headers))
+                results, wall = asyncio.run(run_load(url, [{**b, "model": name} for b in bodies], concurrency, headers))
                 samples[arm].append(summarize(results, wall))
             report.progress(f"concurrency {concurrency}: round {r + 1} of {rounds}")
         for (system, method), runs in samples.items():
-            rows.append({"concurrency": concurrency, "system": system, "method": method,
-                         "arm": f"{system} {method}",
-                         "tokens_per_s": statistics.median(s["tokens_per_s"] for s in runs),
-                         "tpot_p50_ms": statistics.median(s["tpot_p50_ms"] for s in runs),
-                         "ttft_p50_ms": statistics.median(s["ttft_p50_ms"] for s in runs),
-                         "rounds": [s["tokens_per_s"] for s in runs]})
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "system": system,
+                    "method": method,
+                    "arm": f"{system} {method}",
+                    "tokens_per_s": statistics.median(s["tokens_per_s"] for s in runs),
+                    "tpot_p50_ms": statistics.median(s["tpot_p50_ms"] for s in runs),
+                    "ttft_p50_ms": statistics.median(s["ttft_p50_ms"] for s in runs),
+                    "rounds": [s["tokens_per_s"] for s in runs],
+                }
+            )
     for row in rows:
         if row["system"] == "app":
-            peer = next(r for r in rows if r["system"] == "ray_serve_llm" and r["method"] == row["method"]
-                        and r["concurrency"] == row["concurrency"])
+            peer = next(
+                r
+                for r in rows
+                if r["system"] == "ray_serve_llm"
+                and r["method"] == row["method"]
+                and r["concurrency"] == row["concurrency"]
+            )
             row["vs_ray_serve_llm"] = row["tokens_per_s"] / peer["tokens_per_s"]
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| conc | method | this app tok/s | Ray Serve LLM tok/s | app / peer | app TPOT p50 ms | peer TPOT p50 ms |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| conc | method | this app tok/s | Ray Serve LLM tok/s | app / peer | app TPOT p50 ms | peer TPOT p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["system"] != "app":
             continue
-        peer = next(p for p in rows if p["system"] == "ray_serve_llm" and p["method"] == r["method"]
-                    and p["concurrency"] == r["concurrency"])
-        lines.append(f"| {r['concurrency']} | {r['method']} | {r['tokens_per_s']:.1f} | {peer['tokens_per_s']:.1f} | "
-                     f"{r['vs_ray_serve_llm']:.2f}x | {r['tpot_p50_ms']:.1f} | {peer['tpot_p50_ms']:.1f} |")
+        peer = next(
+            p
+            for p in rows
+            if p["system"] == "ray_serve_llm" and p["method"] == r["method"] and p["concurrency"] == r["concurrency"]
+        )
+        lines.append(
+            f"| {r['concurrency']} | {r['method']} | {r['tokens_per_s']:.1f} | {peer['tokens_per_s']:.1f} | "
+            f"{r['vs_ray_serve_llm']:.2f}x | {r['tpot_p50_ms']:.1f} | {peer['tpot_p50_ms']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -146,8 +177,15 @@ def main(argv: list[str] | None = None) -> None:
     httpx.get(f"{args.base_url}/health", timeout=10).raise_for_status()
     deploy_peer(args.config, methods)
     try:
-        rows = run(args.base_url, args.model, methods, [int(c) for c in args.concurrency.split(",")],
-                   args.requests, args.max_tokens, args.rounds)
+        rows = run(
+            args.base_url,
+            args.model,
+            methods,
+            [int(c) for c in args.concurrency.split(",")],
+            args.requests,
+            args.max_tokens,
+            args.rounds,
+        )
     finally:
         remove_peer()
     report.write(args.out, "peer_overhead", rows, markdown(rows))

@@ -16,14 +16,18 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-url", default="http://127.0.0.1:8000")
     p.add_argument("--model", default="tiny-llama")
-    p.add_argument("--methods", default="none,ngram,draft_model,remote_draft",
-                   help="comma-separated; must include none")
+    p.add_argument(
+        "--methods", default="none,ngram,draft_model,remote_draft", help="comma-separated; must include none"
+    )
     p.add_argument("--concurrency", default="1,8", help="comma-separated")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
-    p.add_argument("--control-key-file", type=Path, default=Path(".cache/control_key"),
-                   help="the app's control key (scripts/run_local.sh writes it here); "
-                        "$SPECSERVE_CONTROL_KEY wins")
+    p.add_argument(
+        "--control-key-file",
+        type=Path,
+        default=Path(".cache/control_key"),
+        help="the app's control key (scripts/run_local.sh writes it here); $SPECSERVE_CONTROL_KEY wins",
+    )
     return p
 
 
@@ -33,8 +37,10 @@ def control_key(args: argparse.Namespace) -> str:
         return key
     if args.control_key_file.is_file() and (key := args.control_key_file.read_text().strip()):
         return key
-    raise SystemExit(f"this benchmark empties the app's prefix caches between arms, a control route: set "
-                     f"SPECSERVE_CONTROL_KEY or --control-key-file (not found: {args.control_key_file})")
+    raise SystemExit(
+        f"this benchmark empties the app's prefix caches between arms, a control route: set "
+        f"SPECSERVE_CONTROL_KEY or --control-key-file (not found: {args.control_key_file})"
+    )
 
 
 def write(out: Path, name: str, rows: list[dict] | dict, table: str) -> None:

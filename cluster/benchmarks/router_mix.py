@@ -26,8 +26,17 @@ from cluster.benchmarks.workloads import mixed
 ROUTER = "router"
 
 
-def run(base_url: str, model: str, methods: list[str], concurrencies: list[int], requests: int,
-        max_tokens: int, warmup: int, rounds: int, control_key: str) -> tuple[list[dict], dict[str, dict]]:
+def run(
+    base_url: str,
+    model: str,
+    methods: list[str],
+    concurrencies: list[int],
+    requests: int,
+    max_tokens: int,
+    warmup: int,
+    rounds: int,
+    control_key: str,
+) -> tuple[list[dict], dict[str, dict]]:
     bodies = [{**b, "model": model, "temperature": 0.0, "ignore_eos": True} for b in mixed(requests, max_tokens)]
     arms = {m: {"x-spec-method": m} for m in methods} | {ROUTER: {}}
     for headers in arms.values():  # engine caches, the ngram JIT
@@ -40,7 +49,7 @@ def run(base_url: str, model: str, methods: list[str], concurrencies: list[int],
     for concurrency in concurrencies:
         collected: dict[str, tuple[list, float]] = {arm: ([], 0.0) for arm in arms}
         for r in range(rounds):
-            order = list(arms)[r % len(arms):] + list(arms)[:r % len(arms)]  # no arm always runs first
+            order = list(arms)[r % len(arms) :] + list(arms)[: r % len(arms)]  # no arm always runs first
             for arm in order:
                 # Every arm gets the same prompts (their greedy answers, so their acceptance, are
                 # the same), each from cold caches: no arm skips prefill work an earlier one did.
@@ -52,8 +61,15 @@ def run(base_url: str, model: str, methods: list[str], concurrencies: list[int],
             report.progress(f"concurrency {concurrency}: round {r + 1} of {rounds}")
         for arm, (results, wall) in collected.items():
             chosen = Counter(f"{r.headers.get('x-request-class')}->{r.headers.get('x-spec-method')}" for r in results)
-            rows.append({"concurrency": concurrency, "arm": arm, **summarize(results, wall),
-                         "choices": dict(sorted(chosen.items())), "seconds_per_class": per_class(results)})
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "arm": arm,
+                    **summarize(results, wall),
+                    "choices": dict(sorted(chosen.items())),
+                    "seconds_per_class": per_class(results),
+                }
+            )
     for row in rows:
         same = [r for r in rows if r["concurrency"] == row["concurrency"]]
         base = next(r for r in same if r["arm"] == "none")
@@ -72,8 +88,13 @@ def per_class(results: list) -> dict[str, dict[str, float]]:
     seen: dict[str, list] = {}
     for r in results:
         seen.setdefault(r.headers.get("x-request-class"), []).append(r)
-    return {c: {"ttft_s": round(sum(r.ttft_s for r in rs) / len(rs), 3),
-                "e2e_s": round(sum(r.e2e_s for r in rs) / len(rs), 3)} for c, rs in sorted(seen.items())}
+    return {
+        c: {
+            "ttft_s": round(sum(r.ttft_s for r in rs) / len(rs), 3),
+            "e2e_s": round(sum(r.e2e_s for r in rs) / len(rs), 3),
+        }
+        for c, rs in sorted(seen.items())
+    }
 
 
 def settled(results: list) -> dict[str, dict]:
@@ -81,30 +102,46 @@ def settled(results: list) -> dict[str, dict]:
     choice) and the number of that class's requests up to and including the last change."""
     out = {}
     for cls in dict.fromkeys(r.headers.get("x-request-class") for r in results):
-        picks = [(r.headers.get("x-spec-method"), r.headers.get("x-spec-reason")) for r in results
-                 if r.headers.get("x-request-class") == cls]
+        picks = [
+            (r.headers.get("x-spec-method"), r.headers.get("x-spec-reason"))
+            for r in results
+            if r.headers.get("x-request-class") == cls
+        ]
         chosen = [(i, m) for i, (m, reason) in enumerate(picks) if reason not in ("explore", "high_load")]
         if not chosen:
             continue
         final = chosen[-1][1]
         last_other = max((i for i, m in chosen if m != final), default=-1)
-        out[cls] = {"method": final, "after_requests": last_other + 2 if last_other >= 0 else 1,
-                    "requests": len(picks), "explored": sum(reason == "explore" for _, reason in picks)}
+        out[cls] = {
+            "method": final,
+            "after_requests": last_other + 2 if last_other >= 0 else 1,
+            "requests": len(picks),
+            "explored": sum(reason == "explore" for _, reason in picks),
+        }
     return out
 
 
 def markdown(rows: list[dict], classes: dict[str, dict]) -> str:
-    lines = ["| conc | arm | tok/s | vs none | vs best single | TPOT p50 ms (ratio) | TTFT p50 ms (ratio) | "
-             "class->method |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| conc | arm | tok/s | vs none | vs best single | TPOT p50 ms (ratio) | TTFT p50 ms (ratio) | class->method |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         choices = ", ".join(f"{k} {v}" for k, v in r["choices"].items())
-        lines.append(f"| {r['concurrency']} | {r['arm']} | {r['tokens_per_s']:.1f} | {r['throughput_ratio']:.2f}x | "
-                     f"{r['vs_best_single']:.2f}x ({r['best_single']}) | {r['tpot_p50_ms']:.1f} "
-                     f"({r['tpot_p50_ratio']:.2f}) | {r['ttft_p50_ms']:.0f} ({r['ttft_p50_ratio']:.2f}) | {choices} |")
-    lines += ["", "| class | router settled on | after requests of the class | requests | explored |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {c} | {s['method']} | {s['after_requests']} | {s['requests']} | {s['explored']} |"
-              for c, s in classes.items()]
+        lines.append(
+            f"| {r['concurrency']} | {r['arm']} | {r['tokens_per_s']:.1f} | {r['throughput_ratio']:.2f}x | "
+            f"{r['vs_best_single']:.2f}x ({r['best_single']}) | {r['tpot_p50_ms']:.1f} "
+            f"({r['tpot_p50_ratio']:.2f}) | {r['ttft_p50_ms']:.0f} ({r['ttft_p50_ratio']:.2f}) | {choices} |"
+        )
+    lines += [
+        "",
+        "| class | router settled on | after requests of the class | requests | explored |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c} | {s['method']} | {s['after_requests']} | {s['requests']} | {s['explored']} |"
+        for c, s in classes.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -115,9 +152,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved passes of every arm per concurrency")
     parser.set_defaults(concurrency="1,4,16")
     args = parser.parse_args(argv)
-    rows, classes = run(args.base_url, args.model, args.methods.split(","),
-                        [int(c) for c in args.concurrency.split(",")], args.requests, args.max_tokens, args.warmup,
-                        args.rounds, report.control_key(args))
+    rows, classes = run(
+        args.base_url,
+        args.model,
+        args.methods.split(","),
+        [int(c) for c in args.concurrency.split(",")],
+        args.requests,
+        args.max_tokens,
+        args.warmup,
+        args.rounds,
+        report.control_key(args),
+    )
     report.write(args.out, "router_mix", {"rows": rows, "classes": classes}, markdown(rows, classes))
     report.plot_throughput(args.out, "router_mix", rows, "concurrency", "arm")
 

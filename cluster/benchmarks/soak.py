@@ -62,8 +62,9 @@ def rss_gib(procs: list[psutil.Process]) -> float:
     return total / 2**30
 
 
-async def soak(base_url: str, model: str, duration_s: float, concurrency: int, max_tokens: int,
-               bad_share: float) -> dict:
+async def soak(
+    base_url: str, model: str, duration_s: float, concurrency: int, max_tokens: int, bad_share: float
+) -> dict:
     good_bodies = itertools.cycle({**b, "model": model} for b in workloads.mixed(200, max_tokens))
     bad = itertools.cycle(bad_requests(model))
     tally = {"good_ok": 0, "good_failed": 0, "bad_ok": 0, "bad_wrong": 0, "refused_429": 0, "tokens": 0}
@@ -90,8 +91,9 @@ async def soak(base_url: str, model: str, duration_s: float, concurrency: int, m
             if next(counter) % round(1 / bad_share) == 0:
                 path, raw, headers, expected = next(bad)
                 resp = await client.post(path, content=raw, headers={"content-type": "application/json", **headers})
-                shaped = resp.headers.get("content-type", "").startswith("application/json") and \
-                    isinstance(resp.json().get("error"), dict)
+                shaped = resp.headers.get("content-type", "").startswith("application/json") and isinstance(
+                    resp.json().get("error"), dict
+                )
                 if resp.status_code == expected and shaped:
                     tally["bad_ok"] += 1
                 else:
@@ -108,21 +110,38 @@ async def soak(base_url: str, model: str, duration_s: float, concurrency: int, m
         start = time.monotonic()
         while time.monotonic() < end + SAMPLE_S:
             procs = app_processes()
-            samples.append({"t_s": round(time.monotonic() - start, 1), "rss_gib": round(rss_gib(procs), 3),
-                            "processes": len(procs), "good_ok": tally["good_ok"]})
+            samples.append(
+                {
+                    "t_s": round(time.monotonic() - start, 1),
+                    "rss_gib": round(rss_gib(procs), 3),
+                    "processes": len(procs),
+                    "good_ok": tally["good_ok"],
+                }
+            )
             report.progress(f"soak {samples[-1]}")
             await asyncio.sleep(SAMPLE_S)
 
     before = {p.pid for p in app_processes()}
-    async with httpx.AsyncClient(base_url=base_url, timeout=600,
-                                 limits=httpx.Limits(max_connections=concurrency * 2)) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=600, limits=httpx.Limits(max_connections=concurrency * 2)
+    ) as client:
         await asyncio.gather(sampler(), *(client_loop(client) for _ in range(concurrency)))
     after = {p.pid for p in app_processes()}
-    return {"duration_s": duration_s, "concurrency": concurrency, "max_tokens": max_tokens, **tally,
-            "processes_before": len(before), "processes_after": len(after),
-            "processes_gone": len(before - after), "processes_new": len(after - before),
-            "rss_gib_first": samples[0]["rss_gib"], "rss_gib_max": max(s["rss_gib"] for s in samples),
-            "rss_gib_last": samples[-1]["rss_gib"], "samples": samples, "failures": failures[:20]}
+    return {
+        "duration_s": duration_s,
+        "concurrency": concurrency,
+        "max_tokens": max_tokens,
+        **tally,
+        "processes_before": len(before),
+        "processes_after": len(after),
+        "processes_gone": len(before - after),
+        "processes_new": len(after - before),
+        "rss_gib_first": samples[0]["rss_gib"],
+        "rss_gib_max": max(s["rss_gib"] for s in samples),
+        "rss_gib_last": samples[-1]["rss_gib"],
+        "samples": samples,
+        "failures": failures[:20],
+    }
 
 
 def plot(out, result: dict) -> None:
@@ -149,14 +168,20 @@ def main() -> None:
     p.add_argument("--bad-share", type=float, default=0.2, help="share of requests that are bad")
     p.set_defaults(concurrency="16")
     args = p.parse_args()
-    result = asyncio.run(soak(args.base_url, args.model, args.duration_s, int(args.concurrency), args.max_tokens,
-                              args.bad_share))
-    table = "\n".join([
-        "| good answered | good failed | bad refused right | bad answered wrong | 429 | app RSS first / max / last (GiB) | processes before / after |",
-        "|---|---|---|---|---|---|---|",
-        f"| {result['good_ok']} | {result['good_failed']} | {result['bad_ok']} | {result['bad_wrong']} | "
-        f"{result['refused_429']} | {result['rss_gib_first']:.2f} / {result['rss_gib_max']:.2f} / "
-        f"{result['rss_gib_last']:.2f} | {result['processes_before']} / {result['processes_after']} |", ""])
+    result = asyncio.run(
+        soak(args.base_url, args.model, args.duration_s, int(args.concurrency), args.max_tokens, args.bad_share)
+    )
+    table = "\n".join(
+        [
+            "| good answered | good failed | bad refused right | bad answered wrong | 429 "
+            "| app RSS first / max / last (GiB) | processes before / after |",
+            "|---|---|---|---|---|---|---|",
+            f"| {result['good_ok']} | {result['good_failed']} | {result['bad_ok']} | {result['bad_wrong']} | "
+            f"{result['refused_429']} | {result['rss_gib_first']:.2f} / {result['rss_gib_max']:.2f} / "
+            f"{result['rss_gib_last']:.2f} | {result['processes_before']} / {result['processes_after']} |",
+            "",
+        ]
+    )
     report.write(args.out, "soak", result, table)
     plot(args.out, result)
     ok = not (result["good_failed"] or result["bad_wrong"] or result["processes_gone"] or result["processes_new"])

@@ -36,17 +36,28 @@ def _pool_deltas(before: dict[str, float], after: dict[str, float]) -> dict:
     }
 
 
-def run(base_url: str, metrics_url: str, model: str, methods: list[str], concurrencies: list[int],
-        requests_per_client: int, max_tokens: int) -> list[dict]:
+def run(
+    base_url: str,
+    metrics_url: str,
+    model: str,
+    methods: list[str],
+    concurrencies: list[int],
+    requests_per_client: int,
+    max_tokens: int,
+) -> list[dict]:
     total = requests_per_client * max(concurrencies)
-    loads = [workloads.of_kind("code_edit", total, max_tokens), workloads.of_kind("chat", total, max_tokens),
-             workloads.of_kind("free_form", total, max_tokens)]
+    loads = [
+        workloads.of_kind("code_edit", total, max_tokens),
+        workloads.of_kind("chat", total, max_tokens),
+        workloads.of_kind("free_form", total, max_tokens),
+    ]
     body = {"model": model, "temperature": 0.0, "max_tokens": max_tokens, "ignore_eos": True}
 
     pool_of = {}
     for method in methods:  # warm-up: engine caches, the ngram proposer's JIT compile
-        results, _ = asyncio.run(run_load(base_url, [{**body, **b} for b in loads[0].bodies[:2]], 2,
-                                          {"x-spec-method": method}))
+        results, _ = asyncio.run(
+            run_load(base_url, [{**body, **b} for b in loads[0].bodies[:2]], 2, {"x-spec-method": method})
+        )
         pool_of[method] = results[0].headers["x-spec-pool"]
 
     rows = []
@@ -58,14 +69,27 @@ def run(base_url: str, metrics_url: str, model: str, methods: list[str], concurr
                 before = quiet_pool_counters(metrics_url, pool)
                 results, wall = asyncio.run(run_load(base_url, bodies, concurrency, {"x-spec-method": method}))
                 after = quiet_pool_counters(metrics_url, pool)
-                rows.append({"workload": load.name, "concurrency": concurrency, "method": method, "pool": pool,
-                             **summarize(results, wall), **_pool_deltas(before, after)})
-                report.progress(f"{load.name} at concurrency {concurrency}, {method}: "
-                                f"{rows[-1]['tokens_per_s']:.1f} tok/s ({len(rows)} of "
-                                f"{len(loads) * len(concurrencies) * len(methods)} arms)")
+                rows.append(
+                    {
+                        "workload": load.name,
+                        "concurrency": concurrency,
+                        "method": method,
+                        "pool": pool,
+                        **summarize(results, wall),
+                        **_pool_deltas(before, after),
+                    }
+                )
+                report.progress(
+                    f"{load.name} at concurrency {concurrency}, {method}: "
+                    f"{rows[-1]['tokens_per_s']:.1f} tok/s ({len(rows)} of "
+                    f"{len(loads) * len(concurrencies) * len(methods)} arms)"
+                )
     for row in rows:
-        base = next(r for r in rows if r["method"] == "none" and r["workload"] == row["workload"]
-                    and r["concurrency"] == row["concurrency"])
+        base = next(
+            r
+            for r in rows
+            if r["method"] == "none" and r["workload"] == row["workload"] and r["concurrency"] == row["concurrency"]
+        )
         row["speedup_vs_no_spec"] = row["tokens_per_s"] / base["tokens_per_s"]
     return rows
 
@@ -75,8 +99,11 @@ def _fmt(value, spec: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| workload | conc | method | tok/s | speedup | TTFT p50/p99 ms | TPOT p50/p99 ms | accept rate "
-             "| mean accept len | draft wait ms/step | fallback steps |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | conc | method | tok/s | speedup | TTFT p50/p99 ms | TPOT p50/p99 ms | accept rate "
+        "| mean accept len | draft wait ms/step | fallback steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         remote = r["method"] == "remote_draft"
         lines.append(
@@ -84,22 +111,33 @@ def markdown(rows: list[dict]) -> str:
             f"{r['speedup_vs_no_spec']:.2f}x | {r['ttft_p50_ms']:.0f} / {r['ttft_p99_ms']:.0f} | "
             f"{r['tpot_p50_ms']:.1f} / {r['tpot_p99_ms']:.1f} | {_fmt(r['acceptance_rate'], '.2f')} | "
             f"{_fmt(r['mean_acceptance_length'], '.2f')} | {_fmt(r['draft_wait_ms_per_step'], '.1f')} | "
-            f"{_fmt(r['draft_fallback_steps'] if remote else None, '.0f')} |")
+            f"{_fmt(r['draft_fallback_steps'] if remote else None, '.0f')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def draft_memory(configs: list[Path]) -> list[dict]:
-    return [memory_moved_off_target(model, worker) for path in configs for _, app in load_apps(path)
-            for model in app.models for worker in model.draft_workers]
+    return [
+        memory_moved_off_target(model, worker)
+        for path in configs
+        for _, app in load_apps(path)
+        for model in app.models
+        for worker in model.draft_workers
+    ]
 
 
 def memory_markdown(rows: list[dict]) -> str:
-    lines = ["| model | draft worker | TP | draft weights off each target rank | KV bytes/token target + "
-             "in-engine draft | KV capacity gained |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | draft worker | TP | draft weights off each target rank | KV bytes/token target + "
+        "in-engine draft | KV capacity gained |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['draft_worker']} | {r['tensor_parallel_size']} | "
-                     f"{r['draft_weights_mib_per_rank']:.1f} MiB | {r['kv_bytes_per_token_target']:.0f} + "
-                     f"{r['kv_bytes_per_token_draft']:.0f} | +{100 * r['kv_capacity_gain']:.1f}% |")
+        lines.append(
+            f"| {r['model']} | {r['draft_worker']} | {r['tensor_parallel_size']} | "
+            f"{r['draft_weights_mib_per_rank']:.1f} MiB | {r['kv_bytes_per_token_target']:.0f} + "
+            f"{r['kv_bytes_per_token_draft']:.0f} | +{100 * r['kv_capacity_gain']:.1f}% |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -107,13 +145,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = report.parser(__doc__)
     parser.add_argument("--metrics-url", default="http://127.0.0.1:8080/metrics")
     parser.add_argument("--requests-per-client", type=int, default=3)
-    parser.add_argument("--configs", default="configs/local.yaml,configs/prod.yaml",
-                        help="configs whose draft workers' target-side memory savings to report")
+    parser.add_argument(
+        "--configs",
+        default="configs/local.yaml,configs/prod.yaml",
+        help="configs whose draft workers' target-side memory savings to report",
+    )
     args = parser.parse_args(argv)
     memory = draft_memory([Path(c) for c in args.configs.split(",")])
     report.write(args.out, "draft_memory", memory, memory_markdown(memory))
-    rows = run(args.base_url, args.metrics_url, args.model, args.methods.split(","),
-               [int(c) for c in args.concurrency.split(",")], args.requests_per_client, args.max_tokens)
+    rows = run(
+        args.base_url,
+        args.metrics_url,
+        args.model,
+        args.methods.split(","),
+        [int(c) for c in args.concurrency.split(",")],
+        args.requests_per_client,
+        args.max_tokens,
+    )
     report.write(args.out, "spec_methods", rows, markdown(rows))
 
 

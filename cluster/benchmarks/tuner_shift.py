@@ -49,9 +49,11 @@ class Phase:
 
 
 def phases(burst_concurrency: int, max_tokens: int) -> list[Phase]:
-    return [Phase("code_edit", workloads.of_kind("code_edit", 64, max_tokens).bodies, 1),
-            Phase("sampled_chat", workloads.of_kind("chat", 64, max_tokens).bodies, 1, temperature=1.0),
-            Phase("burst", workloads.of_kind("free_form", 256, max_tokens, seed=29).bodies, burst_concurrency)]
+    return [
+        Phase("code_edit", workloads.of_kind("code_edit", 64, max_tokens).bodies, 1),
+        Phase("sampled_chat", workloads.of_kind("chat", 64, max_tokens).bodies, 1, temperature=1.0),
+        Phase("burst", workloads.of_kind("free_form", 256, max_tokens, seed=29).bodies, burst_concurrency),
+    ]
 
 
 async def run_phase(client: httpx.AsyncClient, phase: Phase, body: dict, headers: dict, seconds: float) -> dict:
@@ -64,15 +66,20 @@ async def run_phase(client: httpx.AsyncClient, phase: Phase, body: dict, headers
     async def client_loop():
         nonlocal tokens, requests
         while time.perf_counter() - start < seconds:
-            result = await stream_request(client, {**body, **next(bodies), "temperature": phase.temperature},
-                                          headers)
+            result = await stream_request(client, {**body, **next(bodies), "temperature": phase.temperature}, headers)
             tokens += result.completion_tokens
             requests += 1
 
     await asyncio.gather(*(client_loop() for _ in range(phase.concurrency)))
     wall = time.perf_counter() - start
-    return {"phase": phase.name, "concurrency": phase.concurrency, "requests": requests,
-            "completion_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
+    return {
+        "phase": phase.name,
+        "concurrency": phase.concurrency,
+        "requests": requests,
+        "completion_tokens": tokens,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+    }
 
 
 async def poll_tuner(client: httpx.AsyncClient, key: tuple[str, str, str], start: float, trace: list | None) -> None:
@@ -83,16 +90,30 @@ async def poll_tuner(client: httpx.AsyncClient, key: tuple[str, str, str], start
         if trace is not None:
             entry = next(e for e in state["keys"] if e["request_class"] == request_class and e["method"] == method)
             decision = entry["last_decision"] or {}
-            trace.append({"t": time.perf_counter() - start, "k": entry["k"], "acceptance": entry["acceptance"],
-                          "rows": decision.get("rows"), "goodput": decision.get("goodput")})
+            trace.append(
+                {
+                    "t": time.perf_counter() - start,
+                    "k": entry["k"],
+                    "acceptance": entry["acceptance"],
+                    "rows": decision.get("rows"),
+                    "goodput": decision.get("goodput"),
+                }
+            )
         await asyncio.sleep(1.0)
 
 
 TUNER = "tuner"
 
 
-async def run_plan(base_url: str, plan: list[Phase], arms: dict[str, dict], body: dict, phase_s: float,
-                   rounds: int, tuner_key: tuple[str, str, str]) -> tuple[list[dict], list[dict]]:
+async def run_plan(
+    base_url: str,
+    plan: list[Phase],
+    arms: dict[str, dict],
+    body: dict,
+    phase_s: float,
+    rounds: int,
+    tuner_key: tuple[str, str, str],
+) -> tuple[list[dict], list[dict]]:
     """Every arm through every phase, interleaved (see the module's doc). Returns one row per arm
     and phase, and the tuner's trace."""
     trace: list[dict] = []
@@ -102,16 +123,22 @@ async def run_plan(base_url: str, plan: list[Phase], arms: dict[str, dict], body
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         for phase in plan:
             for arm in arms:
-                rows[(arm, phase.name)] = {"phase": phase.name, "concurrency": phase.concurrency,
-                                           "temperature": phase.temperature, "arm": arm,
-                                           "requests": 0, "completion_tokens": 0, "wall_s": 0.0,
-                                           "started_s": clocks[arm], "turns_tokens_per_s": []}
+                rows[(arm, phase.name)] = {
+                    "phase": phase.name,
+                    "concurrency": phase.concurrency,
+                    "temperature": phase.temperature,
+                    "arm": arm,
+                    "requests": 0,
+                    "completion_tokens": 0,
+                    "wall_s": 0.0,
+                    "started_s": clocks[arm],
+                    "turns_tokens_per_s": [],
+                }
             for turn in range(rounds):
                 names = list(arms)
-                for arm in names[turn % len(names):] + names[: turn % len(names)]:
+                for arm in names[turn % len(names) :] + names[: turn % len(names)]:
                     start = time.perf_counter() - clocks[arm]
-                    poller = asyncio.create_task(
-                        poll_tuner(client, tuner_key, start, trace if arm == TUNER else None))
+                    poller = asyncio.create_task(poll_tuner(client, tuner_key, start, trace if arm == TUNER else None))
                     got = await run_phase(client, phase, body, arms[arm], phase_s / rounds)
                     poller.cancel()
                     clocks[arm] += got["wall_s"]
@@ -148,10 +175,11 @@ def run(args) -> dict:
     every_prompt = [{**body, **b, "max_tokens": 8} for phase in plan for b in phase.bodies]
     asyncio.run(run_load(args.base_url, every_prompt, 4, {**other, "x-spec-k": "1"}))
     for k in args.ks:
-        asyncio.run(run_load(args.base_url, [{**body, **b} for b in plan[0].bodies[:4]], 2,
-                             {**other, "x-spec-k": str(k)}))
+        asyncio.run(
+            run_load(args.base_url, [{**body, **b} for b in plan[0].bodies[:4]], 2, {**other, "x-spec-k": str(k)})
+        )
     for phase in plan:
-        bodies = [{**body, **b, "temperature": phase.temperature} for b in phase.bodies[:phase.concurrency]]
+        bodies = [{**body, **b, "temperature": phase.temperature} for b in phase.bodies[: phase.concurrency]]
         asyncio.run(run_load(args.base_url, bodies, phase.concurrency, {**other, "x-spec-k": str(max(args.ks))}))
     tuner_key = (f"{args.model}/{args.pool}", args.request_class, args.method)
     arms = {TUNER: speculative} | {f"k={k}": {**other, "x-spec-k": str(k)} for k in args.ks}
@@ -164,20 +192,35 @@ def run(args) -> dict:
         mine = {r["arm"]: r["tokens_per_s"] for r in rows if r["phase"] == phase.name}
         fixed = {arm: v for arm, v in mine.items() if arm.startswith("k=")}
         best = max(fixed, key=fixed.get)
-        verdict = {"phase": phase.name, "concurrency": phase.concurrency, "temperature": phase.temperature,
-                   "tuner_tokens_per_s": mine[TUNER], "best_fixed": best, "best_fixed_tokens_per_s": fixed[best],
-                   "tuner_vs_best_fixed": mine[TUNER] / fixed[best], "tuner_vs_none": mine[TUNER] / mine["none"],
-                   "settle_s": settle[phase.name],
-                   "tuned_k_at_end": next((p["k"] for p in reversed(trace) if p["t"] < _end(tuner_rows, phase.name)),
-                                          None)}
+        verdict = {
+            "phase": phase.name,
+            "concurrency": phase.concurrency,
+            "temperature": phase.temperature,
+            "tuner_tokens_per_s": mine[TUNER],
+            "best_fixed": best,
+            "best_fixed_tokens_per_s": fixed[best],
+            "tuner_vs_best_fixed": mine[TUNER] / fixed[best],
+            "tuner_vs_none": mine[TUNER] / mine["none"],
+            "settle_s": settle[phase.name],
+            "tuned_k_at_end": next((p["k"] for p in reversed(trace) if p["t"] < _end(tuner_rows, phase.name)), None),
+        }
         # The goals: near the best fixed k, settled soon after the shift, and under high load never
         # below no speculation.
         high_load = phase.concurrency == max(p.concurrency for p in plan)
-        verdict["met"] = (verdict["tuner_vs_best_fixed"] >= GOAL_VS_BEST and verdict["settle_s"] <= SETTLE_LIMIT_S
-                          and (not high_load or verdict["tuner_vs_none"] >= 1.0))
+        verdict["met"] = (
+            verdict["tuner_vs_best_fixed"] >= GOAL_VS_BEST
+            and verdict["settle_s"] <= SETTLE_LIMIT_S
+            and (not high_load or verdict["tuner_vs_none"] >= 1.0)
+        )
         verdicts.append(verdict)
-    return {"method": args.method, "phase_s": args.phase_s, "rounds": args.rounds, "rows": rows, "trace": trace,
-            "verdicts": verdicts}
+    return {
+        "method": args.method,
+        "phase_s": args.phase_s,
+        "rounds": args.rounds,
+        "rows": rows,
+        "trace": trace,
+        "verdicts": verdicts,
+    }
 
 
 def _end(rows: list[dict], phase: str) -> float:
@@ -187,19 +230,29 @@ def _end(rows: list[dict], phase: str) -> float:
 
 def markdown(result: dict) -> str:
     arms = list(dict.fromkeys(r["arm"] for r in result["rows"]))
-    lines = [f"Method {result['method']}, {result['phase_s']:.0f} s per phase and arm in {result['rounds']} interleaved "
-             "turns; tokens/s per phase and arm.", "",
-             "| phase | conc | temp | " + " | ".join(arms) + " |", "|---|---|---|" + "---|" * len(arms)]
+    lines = [
+        f"Method {result['method']}, {result['phase_s']:.0f} s per phase and arm in {result['rounds']} interleaved "
+        "turns; tokens/s per phase and arm.",
+        "",
+        "| phase | conc | temp | " + " | ".join(arms) + " |",
+        "|---|---|---|" + "---|" * len(arms),
+    ]
     for v in result["verdicts"]:
         cells = [f"{_row(result['rows'], a, v['phase'])['tokens_per_s']:.1f}" for a in arms]
         lines.append(f"| {v['phase']} | {v['concurrency']} | {v['temperature']:g} | " + " | ".join(cells) + " |")
-    lines += ["", "| phase | tuner / best fixed k | best fixed k | tuner / none | tuner k at end | settled after "
-                  "| turn spread, tuner / best fixed k |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| phase | tuner / best fixed k | best fixed k | tuner / none | tuner k at end | settled after "
+        "| turn spread, tuner / best fixed k |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for v in result["verdicts"]:
         spread = " / ".join(f"±{_spread(result['rows'], arm, v['phase']):.0%}" for arm in (TUNER, v["best_fixed"]))
-        lines.append(f"| {v['phase']} | {v['tuner_vs_best_fixed']:.2f} {'ok' if v['met'] else 'MISSED'} | "
-                     f"{v['best_fixed']} | {v['tuner_vs_none']:.2f} | {v['tuned_k_at_end']} | {v['settle_s']:.0f} s "
-                     f"| {spread} |")
+        lines.append(
+            f"| {v['phase']} | {v['tuner_vs_best_fixed']:.2f} {'ok' if v['met'] else 'MISSED'} | "
+            f"{v['best_fixed']} | {v['tuner_vs_none']:.2f} | {v['tuned_k_at_end']} | {v['settle_s']:.0f} s "
+            f"| {spread} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -226,8 +279,11 @@ def plot(result: dict, path: Path) -> None:
     ax_k.set_ylabel("tuned k")
     with_estimate = [p for p in trace if p["acceptance"]]
     for pos in (0, 1, 3):
-        ax_a.plot([p["t"] for p in with_estimate], [p["acceptance"][pos] for p in with_estimate],
-                  label=f"P(first {pos + 1} accepted)")
+        ax_a.plot(
+            [p["t"] for p in with_estimate],
+            [p["acceptance"][pos] for p in with_estimate],
+            label=f"P(first {pos + 1} accepted)",
+        )
     ax_a.set_ylabel("acceptance estimate")
     ax_a.set_xlabel("seconds of the tuner arm's traffic")
     ax_a.legend(loc="lower left", fontsize=8)
@@ -246,8 +302,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="remote_draft", choices=["ngram", "remote_draft"])
     parser.add_argument("--pool", default="routed")
     parser.add_argument("--request-class", default="chat")
-    parser.add_argument("--other-class", default="agentic",
-                        help="class of the warm-up and the fixed-k arms: they must not feed the tuner's estimate")
+    parser.add_argument(
+        "--other-class",
+        default="agentic",
+        help="class of the warm-up and the fixed-k arms: they must not feed the tuner's estimate",
+    )
     parser.add_argument("--ks", default="1,2,4,6,8", type=lambda s: [int(k) for k in s.split(",")])
     # A turn on a 2-core host varies by 5-10%; 6 turns of 20 s per arm bring an arm's mean within
     # the 5% the tuner is judged by, 3 did not.

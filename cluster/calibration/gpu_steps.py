@@ -62,8 +62,14 @@ SHAPES = {
 }
 # (shape, tensor-parallel degree) pairs measured: the 70B target at TP 4 and 8, an 8B target
 # or draft at TP 1, the 1B draft alone (its own GPU) and sharded like an in-engine draft at TP 4.
-RUNS = (("llama-3-70b", 4), ("llama-3-70b", 8), ("llama-3-8b", 1), ("llama-3.2-1b", 1), ("llama-3.2-1b", 4),
-        ("eagle3-llama-3.3-70b", 4))
+RUNS = (
+    ("llama-3-70b", 4),
+    ("llama-3-70b", 8),
+    ("llama-3-8b", 1),
+    ("llama-3.2-1b", 1),
+    ("llama-3.2-1b", 4),
+    ("eagle3-llama-3.3-70b", 4),
+)
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,10 @@ class Shard:
     vocab: int
 
     @classmethod
-    def of(cls, s: ModelShape, tp: int) -> "Shard":
-        return cls(s.hidden, s.heads // tp, max(1, s.kv_heads // tp), s.head_dim, s.intermediate // tp,
-                   math.ceil(s.vocab / tp))
+    def of(cls, s: ModelShape, tp: int) -> Shard:
+        return cls(
+            s.hidden, s.heads // tp, max(1, s.kv_heads // tp), s.head_dim, s.intermediate // tp, math.ceil(s.vocab / tp)
+        )
 
     def layer_bytes(self) -> int:
         d = self.head_dim
@@ -88,10 +95,14 @@ class Shard:
 def _weights(s: Shard, dev) -> dict[str, torch.Tensor]:
     d = s.head_dim
     w = lambda *shape: torch.randn(*shape, device=dev, dtype=torch.bfloat16) * 0.02  # noqa: E731
-    return {"n1": torch.ones(s.hidden, device=dev, dtype=torch.bfloat16),
-            "n2": torch.ones(s.hidden, device=dev, dtype=torch.bfloat16),
-            "qkv": w(s.hidden, (s.q_heads + 2 * s.kv_heads) * d), "o": w(s.q_heads * d, s.hidden),
-            "gu": w(s.hidden, 2 * s.intermediate), "down": w(s.intermediate, s.hidden)}
+    return {
+        "n1": torch.ones(s.hidden, device=dev, dtype=torch.bfloat16),
+        "n2": torch.ones(s.hidden, device=dev, dtype=torch.bfloat16),
+        "qkv": w(s.hidden, (s.q_heads + 2 * s.kv_heads) * d),
+        "o": w(s.q_heads * d, s.hidden),
+        "gu": w(s.hidden, 2 * s.intermediate),
+        "down": w(s.intermediate, s.hidden),
+    }
 
 
 def _kv(s: Shard, batch: int, context: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,8 +178,9 @@ def measure_run(name: str, tp: int, dev, log) -> dict:
             row = {"batch": batch, "tokens": tokens}
             for part in ("layer", "matmul"):
                 kvs = caches[CONTEXT]
-                row[f"{part}_ms"] = _time(lambda: [_layer(x, weights[i], kvs[i], s, batch, tokens, part)
-                                                   for i in range(copies)], copies)
+                row[f"{part}_ms"] = _time(
+                    lambda: [_layer(x, weights[i], kvs[i], s, batch, tokens, part) for i in range(copies)], copies
+                )
             for c in ATTENTION_CONTEXTS:
                 kvs = caches[c]
                 ms = _time(lambda: [_attention(q, kvs[i], s, batch, tokens) for i in range(len(kvs))], len(kvs))
@@ -178,11 +190,20 @@ def measure_run(name: str, tp: int, dev, log) -> dict:
             row["head_ms"] = _time(lambda: _rms(x, weights[0]["n1"]) @ head, 1)
             row["step_ms"] = shape.layers * row["layer_ms"] + row["head_ms"]
             points.append(row)
-        log(f"{name} TP={tp} batch {batch}: step " + ", ".join(
-            f"{p['tokens']} tok {p['step_ms']:.2f} ms" for p in points if p["batch"] == batch))
+        log(
+            f"{name} TP={tp} batch {batch}: step "
+            + ", ".join(f"{p['tokens']} tok {p['step_ms']:.2f} ms" for p in points if p["batch"] == batch)
+        )
         del caches
-    return {"model": name, "tp": tp, "shape": asdict(shape), "shard": asdict(s), "context": CONTEXT, "points": points,
-            "attention_by_context": attention}
+    return {
+        "model": name,
+        "tp": tp,
+        "shape": asdict(shape),
+        "shard": asdict(s),
+        "context": CONTEXT,
+        "points": points,
+        "attention_by_context": attention,
+    }
 
 
 def full_step_check(dev, log) -> list[dict]:
@@ -203,7 +224,7 @@ def full_step_check(dev, log) -> list[dict]:
 
         out.append({"batch": batch, "tokens": tokens, "step_ms": _time(step, 1)})
         log(f"full 70B TP=4 step, batch {batch}, {tokens} tok: {out[-1]['step_ms']:.2f} ms")
-        del kvs
+        kvs.clear()  # free this batch's caches before the next one's are made
     return out
 
 
@@ -217,8 +238,14 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - t0:5.0f}s] {msg}", flush=True)
 
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": "bfloat16",
-              "context": CONTEXT, "method": __doc__.split("\n\n", 2)[2].strip(), "runs": []}
+    result = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "dtype": "bfloat16",
+        "context": CONTEXT,
+        "method": __doc__.split("\n\n", 2)[2].strip(),
+        "runs": [],
+    }
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # an error, not a silent fallback, if flash cannot run
         for name, tp in RUNS:
             result["runs"].append(measure_run(name, tp, dev, log))

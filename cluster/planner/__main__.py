@@ -1,7 +1,7 @@
 """Project a config's GPU pools from measured step costs (see the package's docstring).
 
-    python -m cluster.planner CONFIG [--acceptance FILE] [--context TOKENS]
-    python -m cluster.planner --anchors       # the projections against published measurements
+python -m cluster.planner CONFIG [--acceptance FILE] [--context TOKENS]
+python -m cluster.planner --anchors       # the projections against published measurements
 """
 
 from __future__ import annotations

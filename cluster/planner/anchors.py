@@ -8,8 +8,8 @@ judged against what that method is known to reach.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cluster.planner import acceptance
 from cluster.planner.projection import SYNC_CPU_S, EngineCost
@@ -67,21 +67,48 @@ def implied_alpha(speedup: Callable[[float], float], target: float) -> float | N
 
 
 ANCHORS = [
-    Anchor("sglang PR 4716", "Llama-3.3-70B, TP=8 H100, batch 1, no speculation", 88.61, "tok/s",
-           lambda t: _tokens_per_s(t, LLAMA_70B, 8, "H100", sync=False)),
-    Anchor("sglang PR 4716", "same, EAGLE-3 (8 steps, top-8 tree, 64 verified), acceptance length 5.88", 234.54,
-           "tok/s", _sglang_eagle3),
-    Anchor("vllm PR 16937", "Llama-3.1-8B, H100, batch 1, no speculation (no async scheduling then)", 133.0,
-           "tok/s", lambda t: _tokens_per_s(t, LLAMA_8B, 1, "H100", sync=True)),
+    Anchor(
+        "sglang PR 4716",
+        "Llama-3.3-70B, TP=8 H100, batch 1, no speculation",
+        88.61,
+        "tok/s",
+        lambda t: _tokens_per_s(t, LLAMA_70B, 8, "H100", sync=False),
+    ),
+    Anchor(
+        "sglang PR 4716",
+        "same, EAGLE-3 (8 steps, top-8 tree, 64 verified), acceptance length 5.88",
+        234.54,
+        "tok/s",
+        _sglang_eagle3,
+    ),
+    Anchor(
+        "vllm PR 16937",
+        "Llama-3.1-8B, H100, batch 1, no speculation (no async scheduling then)",
+        133.0,
+        "tok/s",
+        lambda t: _tokens_per_s(t, LLAMA_8B, 1, "H100", sync=True),
+    ),
 ]
 # (source, setup, published speedup, projected speedup as a function of alpha)
 IMPLIED = [
-    ("SpecDecode-Bench", "Llama-3-70B TP=4 H100, EAGLE k=3, batch 1: at most 1.96x", 1.96,
-     lambda t, a: _speedup(t, EAGLE3_70B, 4, a, 3)),
-    ("vLLM blog (2024-10)", "Llama-3-70B 4xH100, prompt lookup k=5, CNN/DailyMail, QPS 1: up to 2.8x", 2.8,
-     lambda t, a: _speedup(t, None, 4, a, 5)),
-    ("vLLM blog (2024-10)", "Llama-3-70B 4xH100, 1B-class draft in-engine k=5, ShareGPT, QPS 1: up to 1.5x", 1.5,
-     lambda t, a: _speedup(t, LLAMA_1B, 4, a, 5)),
+    (
+        "SpecDecode-Bench",
+        "Llama-3-70B TP=4 H100, EAGLE k=3, batch 1: at most 1.96x",
+        1.96,
+        lambda t, a: _speedup(t, EAGLE3_70B, 4, a, 3),
+    ),
+    (
+        "vLLM blog (2024-10)",
+        "Llama-3-70B 4xH100, prompt lookup k=5, CNN/DailyMail, QPS 1: up to 2.8x",
+        2.8,
+        lambda t, a: _speedup(t, None, 4, a, 5),
+    ),
+    (
+        "vLLM blog (2024-10)",
+        "Llama-3-70B 4xH100, 1B-class draft in-engine k=5, ShareGPT, QPS 1: up to 1.5x",
+        1.5,
+        lambda t, a: _speedup(t, LLAMA_1B, 4, a, 5),
+    ),
 ]
 
 
@@ -89,8 +116,9 @@ def anchor_table(table: CalibrationTable) -> str:
     lines = ["| source | setup | published | planner | error |", "|---|---|---|---|---|"]
     for a in ANCHORS:
         got = a.project(table)
-        lines.append(f"| {a.source} | {a.setup} | {a.published:g} {a.unit} | {got:.1f} {a.unit} | "
-                     f"{got / a.published - 1:+.0%} |")
+        lines.append(
+            f"| {a.source} | {a.setup} | {a.published:g} {a.unit} | {got:.1f} {a.unit} | {got / a.published - 1:+.0%} |"
+        )
     lines += ["", "| source | setup | acceptance per token (alpha) the planner needs |", "|---|---|---|"]
     for source, setup, published, speedup in IMPLIED:
         a = implied_alpha(lambda x: speedup(table, x), published)

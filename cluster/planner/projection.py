@@ -70,8 +70,14 @@ class Projection:
 class EngineCost:
     """`seconds(rows, method, k)` of one verify step on a pool, the shape `choose_k` asks for."""
 
-    def __init__(self, target: StepModel, drafter: StepModel | None, remote: tuple[StepModel, float] | None,
-                 sync_cpu_s: float, context: int):
+    def __init__(
+        self,
+        target: StepModel,
+        drafter: StepModel | None,
+        remote: tuple[StepModel, float] | None,
+        sync_cpu_s: float,
+        context: int,
+    ):
         self.target, self.drafter, self.remote = target, drafter, remote
         self.sync_cpu_s, self.context = sync_cpu_s, context
 
@@ -98,14 +104,24 @@ def pool_cost(table: CalibrationTable, model: ModelConfig, pool: PoolConfig, met
         drafter = StepModel.of(table, spec.draft.shape(f"pools.{pool.name}.speculation.draft"), tp, gpu)
     if method == REMOTE_DRAFT and spec.draft_worker is not None:
         worker = model.draft_worker(spec.draft_worker)
-        remote = (StepModel.of(table, worker.shape(f"draft_workers.{worker.name}"), 1, worker.accelerator.type),
-                  worker.gpu_fraction)
+        remote = (
+            StepModel.of(table, worker.shape(f"draft_workers.{worker.name}"), 1, worker.accelerator.type),
+            worker.gpu_fraction,
+        )
     sync = SYNC_CPU_S if spec.method == "routed" else 0.0
     return EngineCost(target, drafter, remote, sync, context)
 
 
-def project_method(cost: EngineCost, pool: PoolConfig, request_class: str, method: str, k_max: int, alpha: float,
-                   max_num_seqs: int, fixed_k: bool = False) -> Projection:
+def project_method(
+    cost: EngineCost,
+    pool: PoolConfig,
+    request_class: str,
+    method: str,
+    k_max: int,
+    alpha: float,
+    max_num_seqs: int,
+    fixed_k: bool = False,
+) -> Projection:
     """Rows by load; `fixed_k`: the engine drafts k_max at every load (an in-engine drafter)."""
     survival = acceptance.survival(alpha, k_max)
     rows = []
@@ -140,18 +156,23 @@ def _warnings(model: ModelConfig, table: CalibrationTable, context: int) -> list
         k = max((class_k_max(model, pool, c) for c in drafting), default=spec.num_speculative_tokens)
         total = REMOTE_CALL_S + k * one
         if total * 1e3 > worker.deadline_ms:
-            out.append(f"draft worker {worker.name} on {worker.accelerator.type}: k={k} drafts take "
-                       f"{total * 1e3:.1f} ms at batch 1 ({one * 1e3:.2f} ms per token), over its deadline_ms "
-                       f"{worker.deadline_ms:g}: put it on a faster GPU or lower k")
+            out.append(
+                f"draft worker {worker.name} on {worker.accelerator.type}: k={k} drafts take "
+                f"{total * 1e3:.1f} ms at batch 1 ({one * 1e3:.2f} ms per token), over its deadline_ms "
+                f"{worker.deadline_ms:g}: put it on a faster GPU or lower k"
+            )
         if k * one > target_s:
-            out.append(f"draft worker {worker.name} on {worker.accelerator.type}: {k} draft steps "
-                       f"({k * one * 1e3:.1f} ms) take longer than the {model.id} step they shorten "
-                       f"({target_s * 1e3:.1f} ms at batch 1): it cannot pay")
+            out.append(
+                f"draft worker {worker.name} on {worker.accelerator.type}: {k} draft steps "
+                f"({k * one * 1e3:.1f} ms) take longer than the {model.id} step they shorten "
+                f"({target_s * 1e3:.1f} ms at batch 1): it cannot pay"
+            )
     return out
 
 
-def project_model(model: ModelConfig, table: CalibrationTable, alphas: dict, context: int = 2048
-                  ) -> tuple[list[Projection], list[str]]:
+def project_model(
+    model: ModelConfig, table: CalibrationTable, alphas: dict, context: int = 2048
+) -> tuple[list[Projection], list[str]]:
     """Every (pool, class, method) the router can choose for this GPU model; and warnings."""
     max_num_seqs = int(model.engine_kwargs.get("max_num_seqs", 256))
     out = []
@@ -164,7 +185,16 @@ def project_model(model: ModelConfig, table: CalibrationTable, alphas: dict, con
             routed = pool.speculation.method == "routed"
             k_max = class_k_max(model, pool, request_class.name) if routed else pool.speculation.num_speculative_tokens
             cost = pool_cost(table, model, pool, method, context)
-            out.append(project_method(cost, pool, request_class.name, method, k_max,
-                                      acceptance.alpha(alphas, request_class.name, method), max_num_seqs,
-                                      fixed_k=not routed))
+            out.append(
+                project_method(
+                    cost,
+                    pool,
+                    request_class.name,
+                    method,
+                    k_max,
+                    acceptance.alpha(alphas, request_class.name, method),
+                    max_num_seqs,
+                    fixed_k=not routed,
+                )
+            )
     return out, _warnings(model, table, context)

@@ -8,10 +8,16 @@ from serve_app.config.schema import ModelConfig
 
 
 def render_projection(p: Projection) -> str:
-    lines = [f"### pool {p.pool}, class {p.request_class}, {p.method} (alpha {p.alpha:.2f}, k up to {p.k_max})", "",
-             "| batch | k | tok/s per request | tok/s per replica | speedup over k=0 |", "|---|---|---|---|---|"]
-    lines += [f"| {r.batch} | {r.k} | {r.request_tokens_per_s:.1f} | {r.replica_tokens_per_s:.0f} | {r.speedup:.2f}x |"
-              for r in p.rows]
+    lines = [
+        f"### pool {p.pool}, class {p.request_class}, {p.method} (alpha {p.alpha:.2f}, k up to {p.k_max})",
+        "",
+        "| batch | k | tok/s per request | tok/s per replica | speedup over k=0 |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.batch} | {r.k} | {r.request_tokens_per_s:.1f} | {r.replica_tokens_per_s:.0f} | {r.speedup:.2f}x |"
+        for r in p.rows
+    ]
     return "\n".join(lines)
 
 
@@ -21,9 +27,15 @@ def summary_lines(projections: list[Projection], warnings: list[str]) -> list[st
     for p in projections:
         first = p.rows[0]
         stop = p.stops_paying_at
-        lines.append(f"  {p.request_class:10s} {p.method:13s} on {p.pool:8s}: {first.speedup:.2f}x at batch 1 "
-                     f"(k={first.k}), " + (f"stops paying at batch {stop}" if stop else
-                                            f"still pays at batch {p.rows[-1].batch} (k={p.rows[-1].k})"))
+        lines.append(
+            f"  {p.request_class:10s} {p.method:13s} on {p.pool:8s}: {first.speedup:.2f}x at batch 1 "
+            f"(k={first.k}), "
+            + (
+                f"stops paying at batch {stop}"
+                if stop
+                else f"still pays at batch {p.rows[-1].batch} (k={p.rows[-1].k})"
+            )
+        )
     return lines + [f"  WARNING: {w}" for w in warnings]
 
 

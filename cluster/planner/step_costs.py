@@ -86,8 +86,10 @@ class CalibrationTable:
     @cached_property
     def data(self) -> dict:
         if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no calibration table; make one on a GPU with "
-                                    f"`python -m cluster.calibration.gpu_steps --out {self.path}`")
+            raise FileNotFoundError(
+                f"{self.path}: no calibration table; make one on a GPU with "
+                f"`python -m cluster.calibration.gpu_steps --out {self.path}`"
+            )
         return json.loads(self.path.read_text())
 
     @property
@@ -98,9 +100,21 @@ class CalibrationTable:
         """The measured run of this shape (layers, widths and heads; the vocabulary is scaled) at this TP."""
         for run in self.runs:
             s = run["shape"]
-            if run["tp"] == tp and (s["layers"], s["hidden"], s["heads"], s["kv_heads"], s["head_dim"],
-                                    s["intermediate"]) == (arch.num_layers, arch.hidden_size, arch.num_attention_heads,
-                                                           arch.num_kv_heads, arch.head_dim, arch.intermediate_size):
+            if run["tp"] == tp and (
+                s["layers"],
+                s["hidden"],
+                s["heads"],
+                s["kv_heads"],
+                s["head_dim"],
+                s["intermediate"],
+            ) == (
+                arch.num_layers,
+                arch.hidden_size,
+                arch.num_attention_heads,
+                arch.num_kv_heads,
+                arch.head_dim,
+                arch.intermediate_size,
+            ):
                 return run
         return None
 
@@ -112,8 +126,10 @@ class CalibrationTable:
         """Per-layer matmul and per-step head time at no bytes: the intercepts of time against
         weight bytes across the measured shapes, at batch 1 and one token."""
         firsts = [(_shard(r), _point(r, 1, 1)) for r in self.runs]
-        return {"matmul": _intercept([s.layer_params * BF16 for s, _ in firsts], [p["matmul_ms"] for _, p in firsts]),
-                "head": _intercept([s.head_params * BF16 for s, _ in firsts], [p["head_ms"] for _, p in firsts])}
+        return {
+            "matmul": _intercept([s.layer_params * BF16 for s, _ in firsts], [p["matmul_ms"] for _, p in firsts]),
+            "head": _intercept([s.head_params * BF16 for s, _ in firsts], [p["head_ms"] for _, p in firsts]),
+        }
 
 
 def _point(run: dict, batch: int, tokens: int) -> dict:
@@ -122,9 +138,15 @@ def _point(run: dict, batch: int, tokens: int) -> dict:
 
 def _shard(run: dict) -> Shard:
     s = run["shape"]
-    arch = Architecture(num_layers=s["layers"], hidden_size=s["hidden"], num_attention_heads=s["heads"],
-                        num_kv_heads=s["kv_heads"], head_dim=s["head_dim"], intermediate_size=s["intermediate"],
-                        vocab_size=s["vocab"])
+    arch = Architecture(
+        num_layers=s["layers"],
+        hidden_size=s["hidden"],
+        num_attention_heads=s["heads"],
+        num_kv_heads=s["kv_heads"],
+        head_dim=s["head_dim"],
+        intermediate_size=s["intermediate"],
+        vocab_size=s["vocab"],
+    )
     return Shard(arch, run["tp"])
 
 
@@ -147,21 +169,28 @@ class StepModel:
     fixed_ms: dict
 
     @classmethod
-    def of(cls, table: CalibrationTable, arch: Architecture, tp: int, gpu: str) -> "StepModel":
+    def of(cls, table: CalibrationTable, arch: Architecture, tp: int, gpu: str) -> StepModel:
         if gpu not in GPU_KINDS:
             raise ValueError(f"GPU kind {gpu!r} has no published figures here; known: {', '.join(GPU_KINDS)}")
         if tp > 1 and GPU_KINDS[gpu].allreduce_latency_s is None:
             raise ValueError(f"{gpu}: TP={tp} over PCIe is not modelled; use TP=1 or an NVLink GPU kind")
         run = table.run_for(arch, tp)
         if run is None:
-            raise ValueError(f"no calibration run for a {arch.num_layers}-layer, {arch.hidden_size}-wide model at "
-                             f"TP={tp}; measured: {', '.join(table.measured())}")
+            raise ValueError(
+                f"no calibration run for a {arch.num_layers}-layer, {arch.hidden_size}-wide model at "
+                f"TP={tp}; measured: {', '.join(table.measured())}"
+            )
         first = _point(run, 1, 1)
         contexts = sorted({p["context"] for p in run["attention_by_context"]})
-        attention = [next(p["ms"] for p in run["attention_by_context"] if (p["batch"], p["tokens"], p["context"]) ==
-                          (1, 1, c)) for c in contexts]
-        fixed = {**table.fixed_ms, "attention": _intercept(contexts, attention),
-                 "rest": max(0.0, first["layer_ms"] - first["matmul_ms"] - first["attention_ms"])}
+        attention = [
+            next(p["ms"] for p in run["attention_by_context"] if (p["batch"], p["tokens"], p["context"]) == (1, 1, c))
+            for c in contexts
+        ]
+        fixed = {
+            **table.fixed_ms,
+            "attention": _intercept(contexts, attention),
+            "rest": max(0.0, first["layer_ms"] - first["matmul_ms"] - first["attention_ms"]),
+        }
         return cls(arch, tp, gpu, run, fixed)
 
     def _scaled(self, part: str, ms: float, bytes_: float, flops: float) -> float:
@@ -175,8 +204,10 @@ class StepModel:
         if self.tp == 1:
             return 0.0
         kind = GPU_KINDS[self.gpu]
-        return kind.allreduce_latency_s + rows * self.arch.hidden_size * BF16 * 2 * (self.tp - 1) / self.tp \
-            / kind.allreduce_bus_bytes_per_s
+        return (
+            kind.allreduce_latency_s
+            + rows * self.arch.hidden_size * BF16 * 2 * (self.tp - 1) / self.tp / kind.allreduce_bus_bytes_per_s
+        )
 
     def parts_s(self, batch: float, tokens: float, context: float | None = None) -> dict[str, float]:
         """Seconds of the step's parts: matmul, attention, rest (per layer, all layers), head, allreduce."""
@@ -195,8 +226,9 @@ class StepModel:
         activations = rows * a.hidden_size * BF16 * 8  # the norms' and residuals' reads and writes
         head_ms = ms["head"] * a.output_vocab() / self.run["shape"]["vocab"]
         return {
-            "matmul": a.num_layers * self._scaled("matmul", ms["matmul"], shard.layer_params * BF16,
-                                                  2 * rows * shard.layer_params) / 1e3,
+            "matmul": a.num_layers
+            * self._scaled("matmul", ms["matmul"], shard.layer_params * BF16, 2 * rows * shard.layer_params)
+            / 1e3,
             "attention": a.num_layers * self._scaled("attention", ms["attention"], kv_bytes, attn_flops) / 1e3,
             "rest": a.num_layers * self._scaled("rest", rest, activations, 0.0) / 1e3,
             "head": self._scaled("head", head_ms, shard.head_params * BF16, 2 * rows * shard.head_params) / 1e3,

@@ -81,9 +81,12 @@ def build(out: Path, manifest: dict) -> dict:
     max_positions = manifest["recipe"]["max_positions"]
     _save(big, tok, out / "target", max_positions)
     _save(draft, tok, out / "draft", max_positions)
-    return {"expansion_max_logit_error": error,
-            "served_target": SERVED_TARGET.__dict__, "trained_target": manifest["recipe"]["target"],
-            "draft": manifest["recipe"]["draft"]}
+    return {
+        "expansion_max_logit_error": error,
+        "served_target": SERVED_TARGET.__dict__,
+        "trained_target": manifest["recipe"]["target"],
+        "draft": manifest["recipe"]["draft"],
+    }
 
 
 # The engines to measure, as two sequences run side by side, one per core, each about half the
@@ -99,9 +102,15 @@ def measure(out: Path) -> dict:
     try:
         for core, engines in enumerate(ENGINE_SEQUENCES):
             result = out / f"measured-{core}.json"
-            children.append((result, subprocess.Popen(
-                [sys.executable, "-m", "cluster.testmodels.measure", str(out), str(result), *engines],
-                env={**env, "VLLM_CPU_OMP_THREADS_BIND": str(core % (os.cpu_count() or 1))})))
+            children.append(
+                (
+                    result,
+                    subprocess.Popen(
+                        [sys.executable, "-m", "cluster.testmodels.measure", str(out), str(result), *engines],
+                        env={**env, "VLLM_CPU_OMP_THREADS_BIND": str(core % (os.cpu_count() or 1))},
+                    ),
+                )
+            )
         failed = [r.name for r, child in children if child.wait() != 0]
     finally:
         for _, child in children:
@@ -137,16 +146,20 @@ def ensure_built(out: Path = DEFAULT_OUT, force: bool = False) -> dict:
 
 def summary(report: dict) -> str:
     m = report["measured"]
-    lines = [f"  cost per token: target {m['target_ms_per_token']:.2f} ms, draft {m['draft_ms_per_token']:.2f} ms"
-             f" ({m['cost_ratio']:.1f}x)",
-             f"  acceptance at k={m['k']} (greedy; sampled at temperature 1 in brackets):"]
+    lines = [
+        f"  cost per token: target {m['target_ms_per_token']:.2f} ms, draft {m['draft_ms_per_token']:.2f} ms"
+        f" ({m['cost_ratio']:.1f}x)",
+        f"  acceptance at k={m['k']} (greedy; sampled at temperature 1 in brackets):",
+    ]
     for kind, row in m["acceptance"].items():
         cells = []
         for method in ("ngram", "draft_model"):
             rate = row[method]["acceptance_rate"]
             sampled = row.get(f"{method}_sampled", {}).get("acceptance_rate")
-            cells.append(f"{method} {rate if rate is None else round(rate, 2)}"
-                         + ("" if sampled is None else f" [{sampled:.2f}]"))
+            cells.append(
+                f"{method} {rate if rate is None else round(rate, 2)}"
+                + ("" if sampled is None else f" [{sampled:.2f}]")
+            )
         lines.append(f"    {kind:22s} " + "  ".join(cells))
     lines.append("  speedup over no speculation at batch 1:")
     for kind, row in m["ms_per_token"].items():

@@ -18,8 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Folders whose files teach nothing a code model should know (tests, generated tables).
-_SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "encodings", "pydoc_data",
-                 "ensurepip", "__pycache__"}
+_SKIPPED_DIRS = {
+    "test",
+    "tests",
+    "idlelib",
+    "site-packages",
+    "lib2to3",
+    "turtledemo",
+    "encodings",
+    "pydoc_data",
+    "ensurepip",
+    "__pycache__",
+}
 _MIN_FILE_BYTES = 2000
 
 
@@ -38,12 +48,14 @@ class Corpus:
     code: tuple[Text, ...]
     prose: tuple[Text, ...]
 
-    def split(self, held_out: bool) -> "Corpus":
-        return Corpus(tuple(t for t in self.code if _is_held_out(t.name) == held_out),
-                      tuple(t for t in self.prose if _is_held_out(t.name) == held_out))
+    def split(self, held_out: bool) -> Corpus:
+        return Corpus(
+            tuple(t for t in self.code if _is_held_out(t.name) == held_out),
+            tuple(t for t in self.prose if _is_held_out(t.name) == held_out),
+        )
 
     @staticmethod
-    def from_stdlib() -> "Corpus":
+    def from_stdlib() -> Corpus:
         root = Path(sysconfig.get_paths()["stdlib"])
         code = []
         for path in sorted(root.rglob("*.py")):
@@ -67,4 +79,3 @@ def stdlib(held_out: bool) -> Corpus:
     if _STDLIB is None:
         _STDLIB = Corpus.from_stdlib()
     return _STDLIB.split(held_out)
-

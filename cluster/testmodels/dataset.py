@@ -29,6 +29,7 @@ from cluster.testmodels.corpus import Corpus
 from cluster.testmodels.recipe import DATA_FIELDS, Recipe, parse_overrides
 from cluster.testmodels.tokenizer import train_tokenizer
 
+
 def _rows(token_lists: list[list[int]], seq_len: int, rng: random.Random) -> np.ndarray:
     """Sequences in random order, packed end to end and cut into rows of `seq_len`."""
     order = list(range(len(token_lists)))

@@ -86,7 +86,7 @@ def expand(small: LlamaForCausalLM, big: Shape) -> LlamaForCausalLM:
         mlp.down_proj.weight[:h, :i] = src.mlp.down_proj.weight
         layer.input_layernorm.weight.zero_()[:h] = src.input_layernorm.weight * norm_scale
         layer.post_attention_layernorm.weight.zero_()[:h] = src.post_attention_layernorm.weight * norm_scale
-    for layer in model.model.layers[sc.num_hidden_layers:]:
+    for layer in model.model.layers[sc.num_hidden_layers :]:
         layer.input_layernorm.weight.fill_(norm_scale)
         layer.post_attention_layernorm.weight.fill_(norm_scale)
     return model

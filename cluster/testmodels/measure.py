@@ -58,9 +58,17 @@ def _engine(model: str, speculative_config=None):
     # 5 s instead of 30, most of which went to two more processes importing vLLM. Per-request
     # acceptance lets one batched call measure every kind (`_acceptance`).
     per_request = {"per_request_spec_decode_metrics": "summary"} if speculative_config else {}
-    return LLM(model=model, dtype="float32", max_model_len=1024, seed=0, enable_prefix_caching=False,
-               enforce_eager=True, distributed_executor_backend="uni", speculative_config=speculative_config,
-               **per_request)
+    return LLM(
+        model=model,
+        dtype="float32",
+        max_model_len=1024,
+        seed=0,
+        enable_prefix_caching=False,
+        enforce_eager=True,
+        distributed_executor_backend="uni",
+        speculative_config=speculative_config,
+        **per_request,
+    )
 
 
 def _params(temperature: float, new_tokens: int = NEW_TOKENS):
@@ -82,12 +90,20 @@ def _acceptance(llm, prompts: dict[str, list[str]], temperature: float) -> dict[
     sums = {kind: Counter() for kind in prompts}
     for kind, out in zip(kinds, outs):
         m = out.outputs[0].spec_decode_metrics  # histogram[j]: verify steps that accepted j drafts
-        sums[kind].update(steps=sum(m.histogram), accepted=sum(j * n for j, n in enumerate(m.histogram)),
-                          drafted=m.num_draft_tokens, tokens=len(out.outputs[0].token_ids))
-    return {kind: {"acceptance_rate": c["accepted"] / c["drafted"] if c["drafted"] else None,
-                   "mean_acceptance_length": 1 + c["accepted"] / c["steps"] if c["steps"] else None,
-                   "mean_output_tokens": c["tokens"] / len(prompts[kind])}
-            for kind, c in sums.items()}
+        sums[kind].update(
+            steps=sum(m.histogram),
+            accepted=sum(j * n for j, n in enumerate(m.histogram)),
+            drafted=m.num_draft_tokens,
+            tokens=len(out.outputs[0].token_ids),
+        )
+    return {
+        kind: {
+            "acceptance_rate": c["accepted"] / c["drafted"] if c["drafted"] else None,
+            "mean_acceptance_length": 1 + c["accepted"] / c["steps"] if c["steps"] else None,
+            "mean_output_tokens": c["tokens"] / len(prompts[kind]),
+        }
+        for kind, c in sums.items()
+    }
 
 
 def _ms_per_token(llm, prompts: list[str]) -> float:
@@ -157,8 +173,10 @@ def main(model_dir: str, out_json: str, engines: list[str]) -> None:
         import torch
 
         torch.set_num_threads(1)
-    prompts = {kind: _prompts(kind, LONG_PROMPTS if kind in LONG_PROMPT_KINDS else ACCEPTANCE_PROMPTS)
-               for kind in tasks.GENERATORS}
+    prompts = {
+        kind: _prompts(kind, LONG_PROMPTS if kind in LONG_PROMPT_KINDS else ACCEPTANCE_PROMPTS)
+        for kind in tasks.GENERATORS
+    }
     parts = [run_engine(name, model_dir, prompts) for name in engines]
     with open(out_json, "w") as f:
         json.dump(parts, f)

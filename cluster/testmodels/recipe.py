@@ -12,8 +12,7 @@ from dataclasses import dataclass, fields, replace
 from cluster.testmodels.llama import Shape
 
 # The fields `dataset.py` turns into token arrays; training reads them from the data's recipe.json.
-DATA_FIELDS = ("vocab_size", "max_positions", "seq_len", "examples_per_kind", "eval_prompts", "eval_new_tokens",
-               "seed")
+DATA_FIELDS = ("vocab_size", "max_positions", "seq_len", "examples_per_kind", "eval_prompts", "eval_new_tokens", "seed")
 
 
 @dataclass(frozen=True)

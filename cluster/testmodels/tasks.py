@@ -77,6 +77,7 @@ def render_chat(messages) -> str:
 
 # --- picking text ---------------------------------------------------------------------------
 
+
 def _code_chunk(rng: random.Random, code: tuple[Text, ...], min_lines: int, max_lines: int) -> tuple[Text, str]:
     """Consecutive lines, mostly non-blank, the first non-blank and none over 120 characters."""
     while True:
@@ -132,11 +133,22 @@ def _identifiers(code: str) -> list[str]:
 
 
 def _new_name(rng: random.Random, old: str) -> str:
-    return rng.choice([f"{old}_v2", f"new_{old}", f"{old}_value", f"{old.rstrip('s')}_items", f"_{old}",
-                       f"{old}2", f"my_{old}", f"{old}_old"])
+    return rng.choice(
+        [
+            f"{old}_v2",
+            f"new_{old}",
+            f"{old}_value",
+            f"{old.rstrip('s')}_items",
+            f"_{old}",
+            f"{old}2",
+            f"my_{old}",
+            f"{old}_old",
+        ]
+    )
 
 
 # --- code edits -----------------------------------------------------------------------------
+
 
 def _edit(rng: random.Random, code: str) -> tuple[str, str]:
     """An instruction and the code edited by it."""
@@ -148,16 +160,22 @@ def _edit(rng: random.Random, code: str) -> tuple[str, str]:
             old = rng.choice(names)
             new = _new_name(rng, old)
             edited = re.sub(rf"\b{re.escape(old)}\b", new, code)
-            return rng.choice([f"Rename `{old}` to `{new}`.", f"Rename {old} to {new} in this code.",
-                               f"Refactor: rename `{old}` to `{new}` everywhere."]), edited
+            return rng.choice(
+                [
+                    f"Rename `{old}` to `{new}`.",
+                    f"Rename {old} to {new} in this code.",
+                    f"Refactor: rename `{old}` to `{new}` everywhere.",
+                ]
+            ), edited
         candidates = [i for i, line in enumerate(lines) if line.strip() and not line.strip().startswith("#")]
         if op == "insert" and candidates:
             i = rng.choice(candidates)
             indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
             names = _identifiers(lines[i]) or ["this"]
             word = rng.choice(names)
-            new_line = indent + rng.choice([f"# TODO: check {word}", f"logger.debug(\"{word}=%r\", {word})",
-                                            f"assert {word} is not None"])
+            new_line = indent + rng.choice(
+                [f"# TODO: check {word}", f'logger.debug("{word}=%r", {word})', f"assert {word} is not None"]
+            )
             edited = "\n".join(lines[: i + 1] + [new_line] + lines[i + 1 :])
             return f"After the line `{lines[i].strip()}`, add `{new_line.strip()}`.", edited
         if op == "delete" and len(candidates) > 3:
@@ -172,8 +190,13 @@ def _edit(rng: random.Random, code: str) -> tuple[str, str]:
 def code_edit(rng: random.Random, corpus: Corpus) -> Example:
     _, code = _code_chunk(rng, corpus.code, 6, 18)
     instruction, edited = _edit(rng, code)
-    ask = rng.choice(["{i}\n\n```python\n{c}\n```", "Edit this code. {i}\n\n```python\n{c}\n```",
-                      "```python\n{c}\n```\n\n{i} Reply with the whole snippet."])
+    ask = rng.choice(
+        [
+            "{i}\n\n```python\n{c}\n```",
+            "Edit this code. {i}\n\n```python\n{c}\n```",
+            "```python\n{c}\n```\n\n{i} Reply with the whole snippet.",
+        ]
+    )
     return Example("code_edit", f"```python\n{edited}\n```", messages=(("user", ask.format(i=instruction, c=code)),))
 
 
@@ -185,6 +208,7 @@ def code_edit_completion(rng: random.Random, corpus: Corpus) -> Example:
 
 # --- quoting a long context -----------------------------------------------------------------
 
+
 def summarize(rng: random.Random, corpus: Corpus) -> Example:
     if rng.random() < 0.6:
         _, doc = _prose_chunk(rng, corpus.prose, 1500)
@@ -192,14 +216,16 @@ def summarize(rng: random.Random, corpus: Corpus) -> Example:
         lead = doc[spans[0][0] : spans[min(2, len(spans) - 1)][1]]
         later = [doc[a:b] for a, b in spans[3:]]
         answer = lead + ("\n" + rng.choice(later) if later else "")
-        ask = rng.choice(["Summarize this document:\n\n{d}", "{d}\n\nTL;DR:",
-                          "Give the key points of this text.\n\n{d}"])
+        ask = rng.choice(
+            ["Summarize this document:\n\n{d}", "{d}\n\nTL;DR:", "Give the key points of this text.\n\n{d}"]
+        )
     else:
         _, doc = _code_chunk(rng, corpus.code, 30, 60)
         defs = [line.strip() for line in doc.splitlines() if line.lstrip().startswith(("def ", "class ", "async def "))]
         answer = "It defines:\n" + "\n".join(defs[:10]) if defs else "It contains:\n" + "\n".join(doc.splitlines()[:3])
-        ask = rng.choice(["Summarize this code:\n\n```python\n{d}\n```",
-                          "Give the key points of this module part:\n\n{d}"])
+        ask = rng.choice(
+            ["Summarize this code:\n\n```python\n{d}\n```", "Give the key points of this module part:\n\n{d}"]
+        )
     return Example("summarize", answer, messages=(("user", ask.format(d=doc)),))
 
 
@@ -241,9 +267,11 @@ def rag(rng: random.Random, corpus: Corpus) -> Example:
 
 # --- tool loops -----------------------------------------------------------------------------
 
-AGENT_SYSTEM = ("You are a coding agent. Reply with one tool call per turn as JSON: "
-                '{"tool": NAME, "args": {...}}. Tools: read_file(path), search(path, pattern), '
-                "replace(path, old, new), run_tests(path). When done, reply in plain text.")
+AGENT_SYSTEM = (
+    "You are a coding agent. Reply with one tool call per turn as JSON: "
+    '{"tool": NAME, "args": {...}}. Tools: read_file(path), search(path, pattern), '
+    "replace(path, old, new), run_tests(path). When done, reply in plain text."
+)
 
 
 def _agent_turns(rng: random.Random, corpus: Corpus) -> list[tuple[str, str]]:
@@ -260,18 +288,26 @@ def _agent_turns(rng: random.Random, corpus: Corpus) -> list[tuple[str, str]]:
         return f'{{"tool": "{tool}", "args": {{{inner}}}}}'
 
     hits = [(n + 1, line) for n, line in enumerate(code.splitlines()) if re.search(rf"\b{old}\b", line)]
-    turns = [("system", AGENT_SYSTEM), ("user", f"In {path}, rename `{old}` to `{new}`, then run the tests."),
-             ("assistant", call("read_file", path=path)), ("user", f"Observation:\n{code}"),
-             ("assistant", call("search", path=path, pattern=old)),
-             ("user", "Observation:\n" + "\n".join(f"{path}:{n}: {line.strip()}" for n, line in hits))]
+    turns = [
+        ("system", AGENT_SYSTEM),
+        ("user", f"In {path}, rename `{old}` to `{new}`, then run the tests."),
+        ("assistant", call("read_file", path=path)),
+        ("user", f"Observation:\n{code}"),
+        ("assistant", call("search", path=path, pattern=old)),
+        ("user", "Observation:\n" + "\n".join(f"{path}:{n}: {line.strip()}" for n, line in hits)),
+    ]
     for _, line in hits[:4]:
         edited = re.sub(rf"\b{old}\b", new, line.strip())
-        turns += [("assistant", call("replace", path=path, old=line.strip().replace('"', "'"),
-                                     new=edited.replace('"', "'"))),
-                  ("user", "Observation:\nreplaced 1 line")]
+        turns += [
+            ("assistant", call("replace", path=path, old=line.strip().replace('"', "'"), new=edited.replace('"', "'"))),
+            ("user", "Observation:\nreplaced 1 line"),
+        ]
     passed = rng.randint(3, 40)
-    turns += [("assistant", call("run_tests", path=path)), ("user", f"Observation:\n{passed} passed"),
-              ("assistant", f"Renamed `{old}` to `{new}` in {path} ({len(hits)} lines); {passed} tests pass.")]
+    turns += [
+        ("assistant", call("run_tests", path=path)),
+        ("user", f"Observation:\n{passed} passed"),
+        ("assistant", f"Renamed `{old}` to `{new}` in {path} ({len(hits)} lines); {passed} tests pass."),
+    ]
     return turns
 
 
@@ -285,7 +321,8 @@ def agentic(rng: random.Random, corpus: Corpus) -> Example:
 
 # --- free text ------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _docstrings(code: str) -> list[tuple[str, str]]:
     try:
         tree = ast.parse(code)

@@ -38,13 +38,23 @@ from cluster.testmodels.recipe import DATA_FIELDS, Recipe, parse_overrides
 BOS, EOS, PAD = 0, 1, 2
 FIRST_PLAIN_ID = 7  # after the special tokens
 # Task examples, plain code and prose in the 70% that is not synthetic copying (by rows).
-REAL_MIX = {"code": 0.25, "prose": 0.08, "code_edit": 0.12, "code_edit_completion": 0.06, "summarize": 0.1,
-            "rag": 0.09, "agentic": 0.1, "chat": 0.14, "free_form": 0.06}
+REAL_MIX = {
+    "code": 0.25,
+    "prose": 0.08,
+    "code_edit": 0.12,
+    "code_edit_completion": 0.06,
+    "summarize": 0.1,
+    "rag": 0.09,
+    "agentic": 0.1,
+    "chat": 0.14,
+    "free_form": 0.06,
+}
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: only for a smoke run of the command
 COPY_MARKERS = ["\n# edited version:\n", "\n```\n", "\nObservation:\n", " says: ", "\n"]
 
 
 # --- data -----------------------------------------------------------------------------------
+
 
 class Stream:
     """Random rows of one source's token array."""
@@ -77,6 +87,7 @@ def copy_rows(count: int, seq_len: int, vocab: int, markers: list[list[int]], rn
 
 # --- training -------------------------------------------------------------------------------
 
+
 def _lr(step: int, steps: int, elapsed_s: float, max_s: float, peak: float, warmup: int = 200) -> float:
     """Warm-up, then a cosine that ends at whichever comes first, the last step or the time cap
     (so a capped run still anneals)."""
@@ -87,8 +98,9 @@ def _lr(step: int, steps: int, elapsed_s: float, max_s: float, peak: float, warm
 
 
 def _shifted_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=-100)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
 
 
 def _labels(rows: torch.Tensor) -> torch.Tensor:
@@ -141,8 +153,9 @@ def train_target(model, batches: Batches, recipe: Recipe, log) -> list[dict]:
 
 
 @torch.no_grad()
-def generate(model, prompts: list[list[int]], new_tokens: int, sample: bool, seed: int,
-             batch: int = 512) -> list[list[int]]:
+def generate(
+    model, prompts: list[list[int]], new_tokens: int, sample: bool, seed: int, batch: int = 512
+) -> list[list[int]]:
     """Each prompt's continuation (up to and including EOS), batched with left padding."""
     out: list[list[int] | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -156,9 +169,17 @@ def generate(model, prompts: list[list[int]], new_tokens: int, sample: bool, see
             ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[r, width - len(prompts[i]) :] = 1
         with torch.autocast(DEV, dtype=torch.bfloat16):
-            gen = model.generate(input_ids=ids.to(DEV), attention_mask=mask.to(DEV), max_new_tokens=new_tokens,
-                                 do_sample=sample, temperature=1.0 if sample else None, top_k=0 if sample else None,
-                                 top_p=1.0 if sample else None, pad_token_id=PAD, eos_token_id=EOS)
+            gen = model.generate(
+                input_ids=ids.to(DEV),
+                attention_mask=mask.to(DEV),
+                max_new_tokens=new_tokens,
+                do_sample=sample,
+                temperature=1.0 if sample else None,
+                top_k=0 if sample else None,
+                top_p=1.0 if sample else None,
+                pad_token_id=PAD,
+                eos_token_id=EOS,
+            )
         for r, i in enumerate(idx):
             cont = gen[r, width:].tolist()
             out[i] = cont[: cont.index(EOS) + 1] if EOS in cont else cont
@@ -171,13 +192,20 @@ def draft_from_target(draft, target, layers: str):
     embedding, head and early features agrees with it sooner than one learnt from nothing."""
     picked = [int(i) for i in layers.split(",")]
     if len(picked) != len(draft.model.layers) or draft.config.hidden_size != target.config.hidden_size:
-        raise SystemExit(f"draft_init_layers={layers!r}: needs one target layer per draft layer and the "
-                         f"target's width ({len(draft.model.layers)} layers of {draft.config.hidden_size} here)")
+        raise SystemExit(
+            f"draft_init_layers={layers!r}: needs one target layer per draft layer and the "
+            f"target's width ({len(draft.model.layers)} layers of {draft.config.hidden_size} here)"
+        )
     state = {k: v for k, v in target.state_dict().items() if not k.startswith("model.layers.")}
     for mine, theirs in enumerate(picked):
         prefix = f"model.layers.{theirs}."
-        state.update({f"model.layers.{mine}." + k[len(prefix):]: v for k, v in target.state_dict().items()
-                      if k.startswith(prefix)})
+        state.update(
+            {
+                f"model.layers.{mine}." + k[len(prefix) :]: v
+                for k, v in target.state_dict().items()
+                if k.startswith(prefix)
+            }
+        )
     draft.load_state_dict(state, strict=True)
     return draft
 
@@ -189,8 +217,9 @@ def distill_draft(draft, target, batches: Batches, recipe: Recipe, log) -> list[
     steps (0.80 agreement there), and the draft did no better on held-out text than this one,
     which needs no generation (simulated acceptance on held-out chat 0.18 and 0.19, free-form
     code 0.24 and 0.28)."""
-    opt = torch.optim.AdamW(draft.parameters(), lr=recipe.draft_lr, betas=(0.9, 0.95), weight_decay=0.05,
-                            fused=DEV == "cuda")
+    opt = torch.optim.AdamW(
+        draft.parameters(), lr=recipe.draft_lr, betas=(0.9, 0.95), weight_decay=0.05, fused=DEV == "cuda"
+    )
     history = []
     draft.train()
     t0 = time.monotonic()
@@ -216,8 +245,9 @@ def distill_draft(draft, target, batches: Batches, recipe: Recipe, log) -> list[
         if step % 250 == 0 or last:
             agree = ((s_logits.argmax(-1) == t_logits.argmax(-1)).float() * keep).sum() / keep.sum()
             history.append({"step": step, "loss": round(loss.item(), 4), "agreement": round(agree.item(), 4)})
-            log(f"draft step {step} loss {loss.item():.3f} agreement {agree.item():.3f} "
-                f"({time.monotonic() - t0:.0f} s)")
+            log(
+                f"draft step {step} loss {loss.item():.3f} agreement {agree.item():.3f} ({time.monotonic() - t0:.0f} s)"
+            )
         if last:
             break
     draft.eval()
@@ -225,6 +255,7 @@ def distill_draft(draft, target, batches: Batches, recipe: Recipe, log) -> list[
 
 
 # --- evaluation -----------------------------------------------------------------------------
+
 
 def ngram_proposal(tokens: np.ndarray, k: int, n_min: int = 2, n_max: int = 4) -> list[int]:
     """vLLM's prompt lookup: the longest suffix n-gram (n_min..n_max), its earliest occurrence."""
@@ -250,8 +281,9 @@ def simulate(prompt: list[int], cont: list[int], draft_hits: list[bool], k: int)
             if method == "ngram":
                 proposal = ngram_proposal(seq[: len(prompt) + i], k)
                 accepted = 0
-                while (accepted < len(proposal) and i + accepted < len(cont)
-                       and proposal[accepted] == cont[i + accepted]):
+                while (
+                    accepted < len(proposal) and i + accepted < len(cont) and proposal[accepted] == cont[i + accepted]
+                ):
                     accepted += 1
                 proposed = len(proposal)
             else:
@@ -306,6 +338,7 @@ def evaluate(target, draft, tok, arrays, recipe: Recipe, log) -> dict:
 
 # --- main -----------------------------------------------------------------------------------
 
+
 def _save(model, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -316,14 +349,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(".gpu/testbed"))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="override recipe fields, e.g. target_steps=6000 target=6,256,768")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override recipe fields, e.g. target_steps=6000 target=6,256,768",
+    )
     args = parser.parse_args()
     data_recipe = json.loads((args.data / "recipe.json").read_text())
     recipe = parse_overrides(args.set, Recipe(**data_recipe))
     if clash := [name for name in DATA_FIELDS if getattr(recipe, name) != data_recipe[name]]:
-        raise SystemExit(f"--set {', '.join(clash)}: a data field; remake the data with "
-                         f"`python -m cluster.testmodels.dataset --set ...` instead")
+        raise SystemExit(
+            f"--set {', '.join(clash)}: a data field; remake the data with "
+            f"`python -m cluster.testmodels.dataset --set ...` instead"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
 
@@ -356,10 +396,15 @@ def main() -> None:
     _save(draft, args.out / "draft.safetensors")
 
     evaluation = evaluate(target, draft, tok, arrays, recipe, log)
-    report = {"recipe": {**asdict(recipe), "target": asdict(recipe.target), "draft": asdict(recipe.draft)},
-              "target_history": target_history, "draft_history": draft_history, "evaluation": evaluation,
-              "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__,
-              "train_s": round(time.monotonic() - t_start, 1)}
+    report = {
+        "recipe": {**asdict(recipe), "target": asdict(recipe.target), "draft": asdict(recipe.draft)},
+        "target_history": target_history,
+        "draft_history": draft_history,
+        "evaluation": evaluation,
+        "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "train_s": round(time.monotonic() - t_start, 1),
+    }
     if recipe.init_target and (earlier := Path(recipe.init_target).with_name("train_report.json")).exists():
         first = json.loads(earlier.read_text())  # the run that trained the target this one started from
         report["init_target_run"] = {k: first[k] for k in ("recipe", "target_history", "device", "train_s")}

@@ -19,9 +19,11 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FILES = ("tokenizer.json", "target.safetensors", "draft.safetensors")
 # Both commands take the same overrides: dataset.py makes the data fields, train.py the rest.
-TRAIN_COMMAND = ("python -m cluster.testmodels.dataset --out .gpu/testbed{overrides} && "
-                 "python -m cluster.testmodels.train --data .gpu/testbed --out OUT{overrides} && "
-                 "python -m cluster.testmodels.weights ship OUT")
+TRAIN_COMMAND = (
+    "python -m cluster.testmodels.dataset --out .gpu/testbed{overrides} && "
+    "python -m cluster.testmodels.train --data .gpu/testbed --out OUT{overrides} && "
+    "python -m cluster.testmodels.weights ship OUT"
+)
 
 
 class WeightsError(RuntimeError):
@@ -43,8 +45,10 @@ def verify(weights_dir: Path = WEIGHTS_DIR) -> dict:
         if not path.exists():
             raise WeightsError(f"{path} is missing (listed in {manifest_path})")
         if sha256(path) != expected:
-            raise WeightsError(f"{path} does not match its sha256 in {manifest_path}; restore it from git "
-                               f"(git checkout -- {path}) or retrain with: {manifest['command']}")
+            raise WeightsError(
+                f"{path} does not match its sha256 in {manifest_path}; restore it from git "
+                f"(git checkout -- {path}) or retrain with: {manifest['command']}"
+            )
     return manifest
 
 
@@ -75,8 +79,9 @@ def ship(train_out: Path, data: Path, weights_dir: Path = WEIGHTS_DIR, command: 
         "trained_on": {"device": report["device"], "torch": report["torch"], "seconds": report["train_s"]},
         "sha256": {name: sha256(weights_dir / name) for name in FILES},
         "bytes": {name: (weights_dir / name).stat().st_size for name in FILES},
-        "train_evaluation": {kind: {k: v for k, v in row.items() if k != "sample"}
-                             for kind, row in report["evaluation"].items()},
+        "train_evaluation": {
+            kind: {k: v for k, v in row.items() if k != "sample"} for kind, row in report["evaluation"].items()
+        },
         "target_history": report["target_history"],
         "draft_history": report["draft_history"],
     }
@@ -92,8 +97,9 @@ def main() -> None:
     p_ship = sub.add_parser("ship", help="copy a training run's output into weights/ with a manifest")
     p_ship.add_argument("train_out", type=Path)
     p_ship.add_argument("--data", type=Path, default=Path(".gpu/testbed"))
-    p_ship.add_argument("--command", dest="train_command",
-                        help="what reproduces the run, if more than one train.py call (a script)")
+    p_ship.add_argument(
+        "--command", dest="train_command", help="what reproduces the run, if more than one train.py call (a script)"
+    )
     sub.add_parser("verify", help="check the shipped files against the manifest")
     args = parser.parse_args()
     if args.verb == "ship":

@@ -71,13 +71,19 @@ class EngineLoadLogger(StatLoggerBase):
         if not self.active:
             return
         now = time.monotonic()
-        ENGINE_LOAD.record(now, scheduler_stats.num_waiting_reqs if scheduler_stats else None,
-                           iteration_stats.time_to_first_tokens_iter if iteration_stats else [])
+        ENGINE_LOAD.record(
+            now,
+            scheduler_stats.num_waiting_reqs if scheduler_stats else None,
+            iteration_stats.time_to_first_tokens_iter if iteration_stats else [],
+        )
         if scheduler_stats is not None:
             spec = scheduler_stats.spec_decoding_stats
-            ENGINE_STEPS.record(now, scheduler_stats.num_running_reqs,
-                                spec.num_draft_tokens_per_pos if spec else None,
-                                spec.num_accepted_tokens_per_pos if spec else None)
+            ENGINE_STEPS.record(
+                now,
+                scheduler_stats.num_running_reqs,
+                spec.num_draft_tokens_per_pos if spec else None,
+                spec.num_accepted_tokens_per_pos if spec else None,
+            )
 
     def log_engine_initialized(self) -> None:
         pass

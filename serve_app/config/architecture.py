@@ -51,15 +51,46 @@ class Architecture(BaseModel):
         return 2 * self.num_layers * heads_per_rank * self.head_dim * dtype_bytes
 
 
-_LLAMA_70B = Architecture(num_layers=80, hidden_size=8192, num_attention_heads=64, num_kv_heads=8, head_dim=128,
-                          intermediate_size=28672, vocab_size=128256)
-_LLAMA_8B = Architecture(num_layers=32, hidden_size=4096, num_attention_heads=32, num_kv_heads=8, head_dim=128,
-                         intermediate_size=14336, vocab_size=128256)
-_LLAMA_1B = Architecture(num_layers=16, hidden_size=2048, num_attention_heads=32, num_kv_heads=8, head_dim=64,
-                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True)
+_LLAMA_70B = Architecture(
+    num_layers=80,
+    hidden_size=8192,
+    num_attention_heads=64,
+    num_kv_heads=8,
+    head_dim=128,
+    intermediate_size=28672,
+    vocab_size=128256,
+)
+_LLAMA_8B = Architecture(
+    num_layers=32,
+    hidden_size=4096,
+    num_attention_heads=32,
+    num_kv_heads=8,
+    head_dim=128,
+    intermediate_size=14336,
+    vocab_size=128256,
+)
+_LLAMA_1B = Architecture(
+    num_layers=16,
+    hidden_size=2048,
+    num_attention_heads=32,
+    num_kv_heads=8,
+    head_dim=64,
+    intermediate_size=8192,
+    vocab_size=128256,
+    tie_word_embeddings=True,
+)
 # One EAGLE-3 decoder layer over 2x hidden inputs, its fusion layer and a 32k draft lm_head.
-_EAGLE3_70B = Architecture(num_layers=1, hidden_size=8192, num_attention_heads=64, num_kv_heads=8, head_dim=128,
-                           intermediate_size=28672, vocab_size=128256, num_params=1.40e9, head_vocab_size=32000)
+_EAGLE3_70B = Architecture(
+    num_layers=1,
+    hidden_size=8192,
+    num_attention_heads=64,
+    num_kv_heads=8,
+    head_dim=128,
+    intermediate_size=28672,
+    vocab_size=128256,
+    num_params=1.40e9,
+    head_vocab_size=32000,
+)
 
 KNOWN_ARCHITECTURES: dict[str, Architecture] = {
     "meta-llama/Llama-3.1-70B-Instruct": _LLAMA_70B,

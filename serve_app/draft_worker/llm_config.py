@@ -23,8 +23,10 @@ def build_draft_llm_config(model: ModelConfig, worker: DraftWorkerConfig) -> LLM
     if worker.accelerator.kind == "gpu":
         engine_kwargs["gpu_memory_utilization"] = worker.gpu_memory_utilization
     return LLMConfig(
-        model_loading_config={"model_id": f"{model.id}-draft-{worker.name}",
-                              "model_source": resolve_source(worker.source)},
+        model_loading_config={
+            "model_id": f"{model.id}-draft-{worker.name}",
+            "model_source": resolve_source(worker.source),
+        },
         engine_kwargs={**engine_kwargs, **worker.engine_kwargs},
         deployment_config=deployment_config(worker.autoscaling, worker.max_ongoing_requests),
         log_engine_metrics=True,

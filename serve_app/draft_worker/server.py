@@ -32,11 +32,13 @@ class DraftServer(ReportsEngineLoad, LLMServer):
         return drafts
 
     async def _draft(self, context: np.ndarray, k: int) -> list[int]:
-        params = SamplingParams(max_tokens=k, temperature=0.0, ignore_eos=True, detokenize=False,
-                                output_kind=RequestOutputKind.FINAL_ONLY)
+        params = SamplingParams(
+            max_tokens=k, temperature=0.0, ignore_eos=True, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY
+        )
         final = None
         # LLMServer exposes only OpenAI-shaped calls; token ids in and out need the engine client itself.
         async for output in self.engine._engine_client.generate(
-                TokensPrompt(prompt_token_ids=context.tolist()), params, request_id=uuid.uuid4().hex):
+            TokensPrompt(prompt_token_ids=context.tolist()), params, request_id=uuid.uuid4().hex
+        ):
             final = output
         return list(final.outputs[0].token_ids)

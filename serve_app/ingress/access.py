@@ -41,14 +41,18 @@ def load_keys(env: str | None, file: str | None, field: str) -> list[bytes]:
     keys: list[str] = []
     if env is not None:
         if not os.environ.get(env, "").strip():
-            raise ValueError(f"ingress.access.{field}_env: environment variable {env} is not set or empty on this "
-                             f"node; set it to the key(s), comma-separated, or remove {field}_env")
+            raise ValueError(
+                f"ingress.access.{field}_env: environment variable {env} is not set or empty on this "
+                f"node; set it to the key(s), comma-separated, or remove {field}_env"
+            )
         keys += [k.strip() for k in os.environ[env].split(",") if k.strip()]
     if file is not None:
         path = Path(file)
         if not path.is_file() or not path.read_text().strip():
-            raise ValueError(f"ingress.access.{field}_file: {file} is missing or empty on this node; mount the "
-                             f"secret there or remove {field}_file")
+            raise ValueError(
+                f"ingress.access.{field}_file: {file} is missing or empty on this node; mount the "
+                f"secret there or remove {field}_file"
+            )
         keys += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return [_digest(k) for k in keys]
 
@@ -95,7 +99,9 @@ class AccessMiddleware:
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as e:
-            return await send_error(send, 400, f"the request body is not valid UTF-8 (byte {e.start})", "BadRequestError")
+            return await send_error(
+                send, 400, f"the request body is not valid UTF-8 (byte {e.start})", "BadRequestError"
+            )
         replayed = False
 
         async def replay():
@@ -115,10 +121,21 @@ class AccessMiddleware:
         challenge = [(b"www-authenticate", b"Bearer")]
         if path in CONTROL_PATHS:
             if not self.control_keys:
-                return 404, ("control routes are off; set ingress.access.control_keys_env or control_keys_file to "
-                             "turn them on"), "NotFoundError"
+                return (
+                    404,
+                    (
+                        "control routes are off; set ingress.access.control_keys_env or control_keys_file to "
+                        "turn them on"
+                    ),
+                    "NotFoundError",
+                )
             if not _allowed(self.control_keys, headers):
-                return 401, "this route needs a control key: Authorization: Bearer KEY", "AuthenticationError", challenge
+                return (
+                    401,
+                    "this route needs a control key: Authorization: Bearer KEY",
+                    "AuthenticationError",
+                    challenge,
+                )
             return None
         if path in STATE_PATHS and not self.access.expose_state:
             return 404, "state routes are off (ingress.access.expose_state: false)", "NotFoundError"

@@ -31,11 +31,13 @@ class AdmissionMiddleware:
             metrics.refused_requests().inc(tags={"status": str(self.overload.status_code)})
             retry_after = str(math.ceil(self.overload.retry_after_s)).encode()
             return await send_error(
-                send, self.overload.status_code,
+                send,
+                self.overload.status_code,
                 f"this replica is serving its limit of {limit} completions (ingress.overload.max_in_flight); "
                 f"retry after {self.overload.retry_after_s:g} s",
                 "RateLimitError" if self.overload.status_code == 429 else "ServiceUnavailableError",
-                [(b"retry-after", retry_after)])
+                [(b"retry-after", retry_after)],
+            )
         self.in_flight += 1
         try:
             return await self.app(scope, receive, send)

@@ -14,8 +14,8 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
-from typing import AsyncIterator
 
 from fastapi import HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict
@@ -31,8 +31,8 @@ from serve_app.ingress import access
 from serve_app.ingress.ray_llm import ModelList, OpenAIHTTPException, broadcast
 from serve_app.observability import metrics
 from serve_app.proposer.request_spec import CLASS_KEY, RequestSpec
-from serve_app.router.policy import Policy
 from serve_app.router import route as routing
+from serve_app.router.policy import Policy
 from serve_app.router.route import CLASS_HEADER, METHOD_HEADER, POOL_HEADER, Route
 
 REASON_HEADER = "x-spec-reason"
@@ -78,16 +78,23 @@ def _bad_request(message: str) -> OpenAIHTTPException:
 
 
 class SpecIngress(OpenAiIngress):
-    def __init__(self, llm_deployments: dict[str, DeploymentHandle], model_cards: dict, *,
-                 pool_deployments: dict[str, dict[str, DeploymentHandle]], app_config: AppConfig,
-                 tuner: DeploymentHandle | None = None):
+    def __init__(
+        self,
+        llm_deployments: dict[str, DeploymentHandle],
+        model_cards: dict,
+        *,
+        pool_deployments: dict[str, dict[str, DeploymentHandle]],
+        app_config: AppConfig,
+        tuner: DeploymentHandle | None = None,
+    ):
         super().__init__(llm_deployments, model_cards)
         access.check(app_config.ingress.access)
         self._tuner = tuner
         self._pool_deployments = pool_deployments
         self._pool_handles = {
             (model, pool): handle.options(stream=True)
-            for model, pools in pool_deployments.items() for pool, handle in pools.items()
+            for model, pools in pool_deployments.items()
+            for pool, handle in pools.items()
         }
         self._models = {m.id: m for m in app_config.models}
         self._policies = {m.id: Policy(m.router) for m in app_config.models if m.router is not None}
@@ -109,8 +116,9 @@ class SpecIngress(OpenAiIngress):
     def _route(self, model: ModelConfig, body, headers) -> tuple[Route, RequestSpec | None]:
         """The request's route, and for a routed pool what it asks of the proposer."""
         try:
-            chosen = routing.route(model, body, headers, self._policies.get(model.id),
-                                   routing.load_per_replica(model, self._in_flight))
+            chosen = routing.route(
+                model, body, headers, self._policies.get(model.id), routing.load_per_replica(model, self._in_flight)
+            )
             routed = chosen.pool.speculation.method == "routed"
             return chosen, routing.routed_spec(model, chosen, headers) if routed else None
         except routing.RouteError as e:
@@ -126,16 +134,25 @@ class SpecIngress(OpenAiIngress):
         try:
             return await super()._get_model_id(model)
         except HTTPException as e:
-            raise OpenAIHTTPException(status_code=e.status_code, message=e.detail,
-                                      type="NotFoundError" if e.status_code == 404 else "BadRequestError") from e
+            raise OpenAIHTTPException(
+                status_code=e.status_code,
+                message=e.detail,
+                type="NotFoundError" if e.status_code == 404 else "BadRequestError",
+            ) from e
 
     async def _process_llm_request(self, body, call_method: str, raw_request: Request | None = None) -> Response:
         model_id = await self._get_model_id(body.model)
         body.model = model_id
         model = self._models[model_id]
         route, spec = self._route(model, body, raw_request.headers)
-        metrics.router_choices().inc(tags={"model": model_id, "request_class": route.request_class,
-                                           "method": route.method, "reason": route.reason})
+        metrics.router_choices().inc(
+            tags={
+                "model": model_id,
+                "request_class": route.request_class,
+                "method": route.method,
+                "reason": route.reason,
+            }
+        )
         # Every pool learns the request's class: a pool that runs one method splits its draft
         # counts over the classes it serves (observability/engine_steps.py).
         xargs = spec.to_xargs() if spec is not None else {CLASS_KEY: route.request_class}
@@ -168,15 +185,18 @@ class SpecIngress(OpenAiIngress):
         app = (await asyncio.to_thread(serve.status)).applications[app_name]
         deployments = {name: d.status.value for name, d in app.deployments.items()}
         ready = app.status.value == "RUNNING"
-        return JSONResponse({"status": "ok" if ready else "starting", "application": app.status.value,
-                             "deployments": deployments},
-                            status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse(
+            {"status": "ok" if ready else "starting", "application": app.status.value, "deployments": deployments},
+            status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
 
     def _tuner_handle(self) -> DeploymentHandle:
         if self._tuner is None:
-            raise OpenAIHTTPException(status_code=status.HTTP_404_NOT_FOUND, type="NotFoundError",
-                                      message="no pool of this app has a spec tuner; set speculation.tuner on a "
-                                              "routed pool")
+            raise OpenAIHTTPException(
+                status_code=status.HTTP_404_NOT_FOUND,
+                type="NotFoundError",
+                message="no pool of this app has a spec tuner; set speculation.tuner on a routed pool",
+            )
         return self._tuner
 
     async def tuner(self) -> JSONResponse:
@@ -188,8 +208,11 @@ class SpecIngress(OpenAiIngress):
         """Per model with the goodput router and per class: each method's k, expected goodput
         (tokens/s of one request) and the evidence behind it, and the method the class gets."""
         if self._tuner is None:
-            raise OpenAIHTTPException(status_code=status.HTTP_404_NOT_FOUND, type="NotFoundError",
-                                      message="no model of this app routes by goodput; set router.policy: goodput")
+            raise OpenAIHTTPException(
+                status_code=status.HTTP_404_NOT_FOUND,
+                type="NotFoundError",
+                message="no model of this app routes by goodput; set router.policy: goodput",
+            )
         return JSONResponse(await self._tuner.router_state.remote())
 
     async def pin_k(self, body: PinRequest) -> JSONResponse:
@@ -252,7 +275,7 @@ class _Observer:
                 if '"usage":{' in chunk or '"usage": {' in chunk:
                     for line in chunk.splitlines():
                         if line.startswith("data: {") and '"usage"' in line:
-                            last_usage = json.loads(line[len("data: "):])
+                            last_usage = json.loads(line[len("data: ") :])
                 yield chunk
         except Exception as e:
             # Headers are sent: the status cannot change, and Serve would end the stream as if
@@ -260,12 +283,23 @@ class _Observer:
             lost = isinstance(e, RayActorError)
             code = 503 if lost else 500
             self.failed(code)
-            logger.warning("a stream on pool %s failed after %s: %r", self.route.pool.name,
-                           "its first token" if ttft is not None else "its start", e)
-            message = ("the replica serving this answer was lost mid-answer; retry the request" if lost
-                       else f"the answer failed mid-stream: {type(e).__name__}")
-            error = {"message": message, "type": "ServiceUnavailableError" if lost else "InternalServerError",
-                     "param": None, "code": code}
+            logger.warning(
+                "a stream on pool %s failed after %s: %r",
+                self.route.pool.name,
+                "its first token" if ttft is not None else "its start",
+                e,
+            )
+            message = (
+                "the replica serving this answer was lost mid-answer; retry the request"
+                if lost
+                else f"the answer failed mid-stream: {type(e).__name__}"
+            )
+            error = {
+                "message": message,
+                "type": "ServiceUnavailableError" if lost else "InternalServerError",
+                "param": None,
+                "code": code,
+            }
             yield f"data: {json.dumps({'error': error})}\n\ndata: [DONE]\n\n"
             return
         except BaseException:  # the client left (cancelled): nothing to tell it

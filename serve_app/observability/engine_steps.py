@@ -53,8 +53,14 @@ class EngineSteps:
         """Cumulative tallies per class and the step timings since the last report (drained)."""
         steps = list(self.steps)
         self.steps.clear()
-        tallies = [{"request_class": c, "asked_per_position": list(self.asked[c]),
-                    "accepted_per_position": list(self.accepted.get(c, []))} for c in self.asked]
+        tallies = [
+            {
+                "request_class": c,
+                "asked_per_position": list(self.asked[c]),
+                "accepted_per_position": list(self.accepted.get(c, [])),
+            }
+            for c in self.asked
+        ]
         return {"tallies": tallies, "steps": steps}
 
 

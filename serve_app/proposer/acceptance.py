@@ -47,8 +47,7 @@ class AcceptanceBook:
     # req_id -> (class, method, draft tokens asked for, draft tokens proposed) in the last step
     _pending: dict[str, tuple[str, str, int, int]] = field(default_factory=dict)
 
-    def step(self, req_ids: list[str], sampled: list[list[int]],
-             proposals: list[tuple[str, str, int, int]]) -> int:
+    def step(self, req_ids: list[str], sampled: list[list[int]], proposals: list[tuple[str, str, int, int]]) -> int:
         """Settle the previous step's drafts from what was sampled, then record this step's
         (class, method, k asked, tokens proposed) per row. Returns how many draft tokens this step verified."""
         pending, self._pending = self._pending, {}
@@ -66,7 +65,15 @@ class AcceptanceBook:
         return verified
 
     def snapshot(self) -> list[dict]:
-        return [{"request_class": c, "method": m, "drafts": t.drafts, "draft_tokens": t.draft_tokens,
-                 "accepted_tokens": t.accepted_tokens, "asked_per_position": list(t.asked_per_position),
-                 "accepted_per_position": list(t.accepted_per_position)}
-                for (c, m), t in sorted(self.tallies.items())]
+        return [
+            {
+                "request_class": c,
+                "method": m,
+                "drafts": t.drafts,
+                "draft_tokens": t.draft_tokens,
+                "accepted_tokens": t.accepted_tokens,
+                "asked_per_position": list(t.asked_per_position),
+                "accepted_per_position": list(t.accepted_per_position),
+            }
+            for (c, m), t in sorted(self.tallies.items())
+        ]

@@ -59,13 +59,12 @@ class RemoteDraftClient:
         self._retry_at = 0.0
 
     @classmethod
-    def connect(cls, endpoint: DraftEndpoint) -> "RemoteDraftClient":
+    def connect(cls, endpoint: DraftEndpoint) -> RemoteDraftClient:
         import ray
         from ray import serve
 
         if not ray.is_initialized():  # vLLM's Ray executor workers (GPU) are in the cluster already
-            ray.init(address=endpoint.gcs_address, namespace="serve", log_to_driver=False,
-                     configure_logging=False)
+            ray.init(address=endpoint.gcs_address, namespace="serve", log_to_driver=False, configure_logging=False)
         client = cls(endpoint, serve.get_deployment_handle(endpoint.deployment, endpoint.app_name))
         client.warm_up(WARM_UP_TIMEOUT_S)
         return client
@@ -77,13 +76,18 @@ class RemoteDraftClient:
         response = self._handle.propose.remote([np.zeros(1, dtype=np.int64)], [1])
         try:
             response.result(timeout_s=timeout_s)
-            logger.info("draft worker %s answered its first call in %.2f s", self.endpoint.deployment,
-                        time.monotonic() - start)
+            logger.info(
+                "draft worker %s answered its first call in %.2f s", self.endpoint.deployment, time.monotonic() - start
+            )
             return True
         except Exception:
             response.cancel()
-            logger.warning("draft worker %s did not answer within %.0f s of the target's start; drafting "
-                           "starts when it does", self.endpoint.deployment, timeout_s, exc_info=True)
+            logger.warning(
+                "draft worker %s did not answer within %.0f s of the target's start; drafting starts when it does",
+                self.endpoint.deployment,
+                timeout_s,
+                exc_info=True,
+            )
             return False
 
     def propose(self, contexts: list[np.ndarray], ks: list[int]) -> list[list[int]] | None:
@@ -100,8 +104,12 @@ class RemoteDraftClient:
             self._fail("timeouts", start)
             return None
         except Exception:
-            logger.warning("draft worker %s failed; decoding without it for %.1f s", self.endpoint.deployment,
-                           self.endpoint.retry_after_s, exc_info=True)
+            logger.warning(
+                "draft worker %s failed; decoding without it for %.1f s",
+                self.endpoint.deployment,
+                self.endpoint.retry_after_s,
+                exc_info=True,
+            )
             self._fail("errors", start)
             return None
         wait_s = time.monotonic() - start

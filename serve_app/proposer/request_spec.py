@@ -34,7 +34,7 @@ class RequestSpec:
         return {METHOD_KEY: self.method, K_KEY: self.k, CLASS_KEY: self.request_class, TUNED_KEY: self.tuned}
 
     @classmethod
-    def from_extra_args(cls, extra: dict[str, Any] | None, k_max: int) -> "RequestSpec":
+    def from_extra_args(cls, extra: dict[str, Any] | None, k_max: int) -> RequestSpec:
         """Unknown or missing values mean no speculation: a bad hint must not fail a request."""
         extra = extra or {}
         method = extra.get(METHOD_KEY, "none")

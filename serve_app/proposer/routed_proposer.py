@@ -54,13 +54,16 @@ class RoutedProposer:
         lookup_min = spec.prompt_lookup_min or DEFAULT_PROMPT_LOOKUP[0]
         lookup_max = spec.prompt_lookup_max or max(lookup_min, DEFAULT_PROMPT_LOOKUP[1])
         # NgramProposer reads only these fields; `custom_class` configs leave the lookup unset.
-        self.ngram = NgramProposer(SimpleNamespace(
-            speculative_config=SimpleNamespace(prompt_lookup_min=lookup_min, prompt_lookup_max=lookup_max,
-                                               num_speculative_tokens=self.k_max),
-            model_config=vllm_config.model_config,
-            scheduler_config=vllm_config.scheduler_config,
-            parallel_config=vllm_config.parallel_config,
-        ))
+        self.ngram = NgramProposer(
+            SimpleNamespace(
+                speculative_config=SimpleNamespace(
+                    prompt_lookup_min=lookup_min, prompt_lookup_max=lookup_max, num_speculative_tokens=self.k_max
+                ),
+                model_config=vllm_config.model_config,
+                scheduler_config=vllm_config.scheduler_config,
+                parallel_config=vllm_config.parallel_config,
+            )
+        )
 
     def attach(self, runner, remote: RemoteDraftClient | None = None) -> None:
         """`remote` is given to the TP rank whose drafts vLLM uses; other ranks never call the draft worker."""
@@ -87,8 +90,13 @@ class RoutedProposer:
             specs.append(spec)
         return specs
 
-    def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,
-                token_ids_cpu: np.ndarray, slot_mappings=None) -> list[list[int]]:
+    def propose(
+        self,
+        sampled_token_ids: list[list[int]],
+        num_tokens_no_spec: np.ndarray,
+        token_ids_cpu: np.ndarray,
+        slot_mappings=None,
+    ) -> list[list[int]]:
         forward_end = time.perf_counter()
         rows = len(sampled_token_ids)
         drafts: list[list[int]] = [[] for _ in range(rows)]
@@ -106,8 +114,14 @@ class RoutedProposer:
             for i in ngram_rows:
                 drafts[i] = list(proposed[i][: specs[i].k])
             self.timer.drafted("ngram", len(ngram_rows), k, time.perf_counter() - start)
-        remote_rows = [i for i, s in enumerate(specs) if s.method == REMOTE_DRAFT and s.k > 0 and sampled_token_ids[i]
-                       and num_tokens_no_spec[i] < self.max_model_len - 1]
+        remote_rows = [
+            i
+            for i, s in enumerate(specs)
+            if s.method == REMOTE_DRAFT
+            and s.k > 0
+            and sampled_token_ids[i]
+            and num_tokens_no_spec[i] < self.max_model_len - 1
+        ]
         if remote_rows and self.remote is not None:
             # The whole context each time: the draft worker's prefix cache makes all but the new tokens free.
             contexts = [token_ids_cpu[i, : num_tokens_no_spec[i]].copy() for i in remote_rows]
@@ -119,8 +133,10 @@ class RoutedProposer:
             for i, k, tokens in zip(remote_rows, ks, proposed or []):
                 drafts[i] = list(tokens[:k])
         # A row still prefilling (nothing sampled) cannot be drafted for: it asked for nothing.
-        asks = [(s.request_class, s.method, s.k if sampled else 0, len(d))
-                for s, d, sampled in zip(specs, drafts, sampled_token_ids)]
+        asks = [
+            (s.request_class, s.method, s.k if sampled else 0, len(d))
+            for s, d, sampled in zip(specs, drafts, sampled_token_ids)
+        ]
         verified = self.book.step(req_ids, sampled_token_ids, asks)
         self.timer.step_done(req_ids, sampled_token_ids, verified, forward_end)
         return drafts

@@ -42,12 +42,15 @@ class StepTimer:
     def drafted(self, method: str, rows: int, k: int, seconds: float) -> None:
         self.drafts.append(DraftSample(method, rows, k, seconds))
 
-    def step_done(self, req_ids: list[str], sampled: list[list[int]], verified_tokens: int,
-                  forward_end: float) -> None:
+    def step_done(self, req_ids: list[str], sampled: list[list[int]], verified_tokens: int, forward_end: float) -> None:
         """Record the forward pass that ended at `forward_end`, unless it also prefilled: a request
         new to the batch, or one still in chunked prefill (nothing sampled), makes a different step."""
-        if (self._last_end is not None and forward_end - self._last_end < MAX_STEP_S
-                and all(tokens for tokens in sampled) and self._last_req_ids.issuperset(req_ids)):
+        if (
+            self._last_end is not None
+            and forward_end - self._last_end < MAX_STEP_S
+            and all(tokens for tokens in sampled)
+            and self._last_req_ids.issuperset(req_ids)
+        ):
             self.steps.append(StepSample(len(req_ids), verified_tokens, forward_end - self._last_end))
         self._last_req_ids = frozenset(req_ids)
         self._last_end = time.perf_counter()

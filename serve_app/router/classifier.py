@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-CODE_LINE = re.compile(r"^(\s*(def |class |import |from \S+ import|return\b|#include|function |const |let |public )"
-                       r"|\s{2,}\S|.*[:;{}(\[,]\s*$|.*\w\(.*\))")
-EDIT_WORDS = re.compile(r"\b(edit|rewrite|refactor|fix|rename|modify|change|update|patch)\b|# edited version",
-                        re.I)
-SUMMARY_WORDS = re.compile(r"\b(summari[sz]e|summary|tl;?dr|key points|according to the (context|document))\b",
-                           re.I)
+CODE_LINE = re.compile(
+    r"^(\s*(def |class |import |from \S+ import|return\b|#include|function |const |let |public )"
+    r"|\s{2,}\S|.*[:;{}(\[,]\s*$|.*\w\(.*\))"
+)
+EDIT_WORDS = re.compile(r"\b(edit|rewrite|refactor|fix|rename|modify|change|update|patch)\b|# edited version", re.I)
+SUMMARY_WORDS = re.compile(r"\b(summari[sz]e|summary|tl;?dr|key points|according to the (context|document))\b", re.I)
 LONG_PROMPT_CHARS = 2000
 # The classes `classify` can put a request in; a config's other classes need the header.
 RECOGNISED_CLASSES = ("agentic", "bulk", "code_edit", "summarize")

@@ -49,9 +49,13 @@ class ClassPlan:
     options: dict[str, Option]
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "k": self.options[self.method].k if self.method in self.options else None,
-                "reason": self.reason, "explore": self.explore,
-                "options": {m: asdict(o) for m, o in self.options.items()}}
+        return {
+            "method": self.method,
+            "k": self.options[self.method].k if self.method in self.options else None,
+            "reason": self.reason,
+            "explore": self.explore,
+            "options": {m: asdict(o) for m, o in self.options.items()},
+        }
 
 
 def candidates(methods: list[str]) -> list[str]:
@@ -59,8 +63,14 @@ def candidates(methods: list[str]) -> list[str]:
     return list(dict.fromkeys([*methods, NONE]))
 
 
-def plan_class(default: str, options: dict[str, Option], current: str | None, switch_margin: float,
-               explore_share: float, explore_after_s: float) -> ClassPlan:
+def plan_class(
+    default: str,
+    options: dict[str, Option],
+    current: str | None,
+    switch_margin: float,
+    explore_share: float,
+    explore_after_s: float,
+) -> ClassPlan:
     held = current if current in options else default
     known = {m: o.goodput for m, o in options.items() if o.goodput is not None}
     method, reason = held, "default"
@@ -68,7 +78,10 @@ def plan_class(default: str, options: dict[str, Option], current: str | None, sw
         best = max(known, key=known.get)
         method = best if known[best] > known[held] * (1 + switch_margin) else held
         reason = "goodput"
-    due = [m for m, o in options.items() if m != method and (
-        o.goodput is None or (o.age_s is not None and o.age_s > explore_after_s))]
+    due = [
+        m
+        for m, o in options.items()
+        if m != method and (o.goodput is None or (o.age_s is not None and o.age_s > explore_after_s))
+    ]
     explore = {m: explore_share / len(due) for m in due}
     return ClassPlan(method, reason, explore, options)

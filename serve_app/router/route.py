@@ -35,8 +35,7 @@ class Route:
     reason: str  # explicit | default | unsupported_params | or the policy's reason
 
     def tags(self) -> dict[str, str]:
-        return {"model": self.model, "pool": self.pool.name, "method": self.method,
-                "request_class": self.request_class}
+        return {"model": self.model, "pool": self.pool.name, "method": self.method, "request_class": self.request_class}
 
 
 def needs_plain_decoding(body) -> str | None:
@@ -72,18 +71,23 @@ def route(model: ModelConfig, body, headers: Mapping[str, str], policy: Policy |
     if pool_name := headers.get(POOL_HEADER):
         pool = next((p for p in model.pools if p.name == pool_name), None)
         if pool is None:
-            raise RouteError(f"unknown pool '{pool_name}' in header {POOL_HEADER} for model '{model.id}'; "
-                             f"pools: {[p.name for p in model.pools]}")
+            raise RouteError(
+                f"unknown pool '{pool_name}' in header {POOL_HEADER} for model '{model.id}'; "
+                f"pools: {[p.name for p in model.pools]}"
+            )
         method = headers.get(METHOD_HEADER) or pool.speculation.methods()[0]
         if method not in pool.speculation.methods():
-            raise RouteError(f"pool '{pool.name}' cannot run method '{method}'; it runs "
-                             f"{list(pool.speculation.methods())}")
+            raise RouteError(
+                f"pool '{pool.name}' cannot run method '{method}'; it runs {list(pool.speculation.methods())}"
+            )
         return Route(model.id, pool, method, cls, "explicit")
     if param := needs_plain_decoding(body):
         pool = next((p for p in model.pools if p.speculation.method == "none"), None)
         if pool is None:
-            raise RouteError(f"'{param}' cannot be used with speculative decoding and model '{model.id}' has "
-                             f"no pool without it; remove '{param}'")
+            raise RouteError(
+                f"'{param}' cannot be used with speculative decoding and model '{model.id}' has "
+                f"no pool without it; remove '{param}'"
+            )
         return Route(model.id, pool, "none", cls, "unsupported_params")
     if method := headers.get(METHOD_HEADER):
         reason = "explicit"
@@ -105,11 +109,14 @@ def routed_spec(model: ModelConfig, chosen: Route, headers: Mapping[str, str]) -
     k_max = chosen.pool.speculation.num_speculative_tokens
     if explicit := headers.get(K_HEADER):
         if not explicit.isdigit() or not 1 <= int(explicit) <= k_max:
-            raise RouteError(f"header {K_HEADER} must be an integer from 1 to {k_max} for pool "
-                             f"'{chosen.pool.name}', got '{explicit}'")
+            raise RouteError(
+                f"header {K_HEADER} must be an integer from 1 to {k_max} for pool "
+                f"'{chosen.pool.name}', got '{explicit}'"
+            )
         return RequestSpec(chosen.method, int(explicit), chosen.request_class)
-    return RequestSpec(chosen.method, model.class_k(chosen.request_class, chosen.pool), chosen.request_class,
-                       tuned=True)
+    return RequestSpec(
+        chosen.method, model.class_k(chosen.request_class, chosen.pool), chosen.request_class, tuned=True
+    )
 
 
 def load_per_replica(model: ModelConfig, in_flight: Counter[tuple[str, str]]) -> float:

@@ -44,8 +44,9 @@ def _engine_kwargs(model: ModelConfig, pool: PoolConfig) -> dict:
     return {**kwargs, **model.engine_kwargs}
 
 
-def engine_placement(acc: AcceleratorConfig, tensor_parallel_size: int, gpu_fraction: float = 1.0,
-                     cpu_cores: str | None = None) -> dict:
+def engine_placement(
+    acc: AcceleratorConfig, tensor_parallel_size: int, gpu_fraction: float = 1.0, cpu_cores: str | None = None
+) -> dict:
     """LLMConfig fields that place one engine replica: its bundles, accelerator type and env."""
     # Marks the app's own engine processes, so the stat-logger plugin records in them alone.
     env = {APP_ENGINE_ENV: "1"}
@@ -75,9 +76,13 @@ def deployment_config(scaling: AutoscalingConfig, max_ongoing_requests: int) -> 
             "target_ongoing_requests": scaling.target_ongoing_requests,
             "upscale_delay_s": scaling.upscale_delay_s,
             "downscale_delay_s": scaling.downscale_delay_s,
-            "policy": {"policy_function": ENGINE_LOAD_POLICY,
-                       "policy_kwargs": {"ttft_slo_s": scaling.ttft_slo_s,
-                                         "max_waiting_requests": scaling.max_waiting_requests}},
+            "policy": {
+                "policy_function": ENGINE_LOAD_POLICY,
+                "policy_kwargs": {
+                    "ttft_slo_s": scaling.ttft_slo_s,
+                    "max_waiting_requests": scaling.max_waiting_requests,
+                },
+            },
         },
     }
 

@@ -33,9 +33,17 @@ class TargetServer(ReportsEngineLoad, LLMServer):
     ReplicaId to its pool and speculation method (join on ReplicaId in PromQL).
     """
 
-    async def __init__(self, llm_config: LLMConfig, *, pool: str, method: str,
-                       draft_worker: DeploymentHandle | None = None, draft_config: DraftWorkerConfig | None = None,
-                       tuner: DeploymentHandle | None = None, tuner_config: TunerConfig | None = None):
+    async def __init__(
+        self,
+        llm_config: LLMConfig,
+        *,
+        pool: str,
+        method: str,
+        draft_worker: DeploymentHandle | None = None,
+        draft_config: DraftWorkerConfig | None = None,
+        tuner: DeploymentHandle | None = None,
+        tuner_config: TunerConfig | None = None,
+    ):
         await super().__init__(llm_config)
         self._routed = method == "routed"
         self._remote = draft_worker is not None
@@ -43,9 +51,13 @@ class TargetServer(ReportsEngineLoad, LLMServer):
             # The routed proposer drafts nothing until it can map batch rows to requests.
             endpoint = None
             if draft_worker is not None:
-                endpoint = {"gcs_address": ray.get_runtime_context().gcs_address, "app_name": draft_worker.app_name,
-                            "deployment": draft_worker.deployment_name, "deadline_s": draft_config.deadline_ms / 1000,
-                            "retry_after_s": draft_config.retry_after_s}
+                endpoint = {
+                    "gcs_address": ray.get_runtime_context().gcs_address,
+                    "app_name": draft_worker.app_name,
+                    "deployment": draft_worker.deployment_name,
+                    "deadline_s": draft_config.deadline_ms / 1000,
+                    "retry_after_s": draft_config.retry_after_s,
+                }
             attached = await self.collective_rpc("attach_routed_proposer", kwargs={"draft_endpoint": endpoint})
             if not all(attached):
                 raise RuntimeError(f"pool {pool}: the routed proposer did not attach in every worker: {attached}")
@@ -54,7 +66,8 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         self._info_tags = {**self._tags, "method": method, "ReplicaId": replica}
         self._exported: dict[tuple, float] = {}
         self._observer = asyncio.get_running_loop().create_task(
-            self._observe(tuner, tuner_config.period_s if tuner is not None else None))
+            self._observe(tuner, tuner_config.period_s if tuner is not None else None)
+        )
 
     async def _run_request(self, request, **kwargs):
         """Count the request's class as running in this engine until its stream ends."""
@@ -68,6 +81,7 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                     yield chunk
             finally:
                 ENGINE_STEPS.finished(request_class)
+
         return tracked()
 
     async def routed_acceptance(self) -> list[dict]:
@@ -108,8 +122,9 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                     if self._routed:
                         applied = await self._report(tuner, tallies, applied, stepped)
                     elif stepped:  # a pool of one fixed method: the router's evidence, from this process
-                        await tuner.report_engine.remote(self._tags["model"], self._tags["pool"],
-                                                         self._info_tags["ReplicaId"], ENGINE_STEPS.report())
+                        await tuner.report_engine.remote(
+                            self._tags["model"], self._tags["pool"], self._info_tags["ReplicaId"], ENGINE_STEPS.report()
+                        )
                 except Exception:  # without the tuner, requests keep the k they came with
                     logger.exception("reporting to the spec tuner failed")
             await asyncio.sleep(period_s)
@@ -141,8 +156,9 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         for key, counter in metrics.draft_totals().items():
             self._increment(counter, ("draft", key), stats[key], self._tags)
         for reason in ("timeouts", "errors", "unavailable"):
-            self._increment(metrics.draft_fallbacks(), ("draft", reason), stats[reason],
-                            {**self._tags, "reason": reason})
+            self._increment(
+                metrics.draft_fallbacks(), ("draft", reason), stats[reason], {**self._tags, "reason": reason}
+            )
         for wait_s, batch in stats["observations"]:
             metrics.draft_wait_seconds().observe(wait_s, tags=self._tags)
             metrics.draft_batch_size().observe(batch, tags=self._tags)

@@ -96,8 +96,12 @@ class PoolTuner:
         for t, d in self.drafts:
             if t >= since:
                 draft_rows.setdefault(d["method"], []).append(d["rows"])
-        cost = fit_step_cost([s for _, s in self.steps], [d for _, d in self.drafts], rows,
-                             {method: float(np.median(sizes)) for method, sizes in draft_rows.items()})
+        cost = fit_step_cost(
+            [s for _, s in self.steps],
+            [d for _, d in self.drafts],
+            rows,
+            {method: float(np.median(sizes)) for method, sizes in draft_rows.items()},
+        )
         if cost is not None:
             self.cost, self.rows = cost, max(1.0, rows)
         changes = []
@@ -106,26 +110,56 @@ class PoolTuner:
             # not re-judged at the batch size of other classes' traffic.
             if not any(state.new_asked):
                 continue
-            if state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps,
-                                     self.config.min_drafts, self.config.shift_threshold):
+            if state.estimate.update(
+                state.new_asked,
+                state.new_accepted,
+                self.config.memory_steps,
+                self.config.min_drafts,
+                self.config.shift_threshold,
+            ):
                 state.goodput = None  # the old regime's goodput must not slow the move to the new one
-                logger.info("tuner %s/%s %s/%s: acceptance shifted; estimate restarts from the last steps",
-                            self.model.id, self.pool.name, request_class, method)
+                logger.info(
+                    "tuner %s/%s %s/%s: acceptance shifted; estimate restarts from the last steps",
+                    self.model.id,
+                    self.pool.name,
+                    request_class,
+                    method,
+                )
             state.new_asked, state.new_accepted, state.seen_at = [], [], now
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
             if state.pinned or cost is None or method not in cost.drafting or survival is None:
                 continue  # held, or too little seen yet: k stays
-            choice = choose_k(survival, cost, rows, method, state.k_min, state.k_max, state.k, self.config.margin,
-                              state.goodput, self.config.smoothing)
+            choice = choose_k(
+                survival,
+                cost,
+                rows,
+                method,
+                state.k_min,
+                state.k_max,
+                state.k,
+                self.config.margin,
+                state.goodput,
+                self.config.smoothing,
+            )
             state.goodput = choice.goodput
-            state.last = {"rows": round(rows, 2), "survival": [round(p, 3) for p in survival],
-                          "goodput": {k: round(g, 2) for k, g in choice.goodput.items()},
-                          "cost": {"base_s": cost.base_s, "per_token_s": cost.per_token_s,
-                                   "drafting": cost.drafting.get(method)}}
+            state.last = {
+                "rows": round(rows, 2),
+                "survival": [round(p, 3) for p in survival],
+                "goodput": {k: round(g, 2) for k, g in choice.goodput.items()},
+                "cost": {"base_s": cost.base_s, "per_token_s": cost.per_token_s, "drafting": cost.drafting.get(method)},
+            }
             if choice.k != state.k and now - state.changed_at >= self.config.min_dwell_s:
                 changes.append((request_class, method, state.k, choice.k))
-                logger.info("tuner %s/%s %s/%s: k %d -> %d; inputs %s", self.model.id, self.pool.name,
-                            request_class, method, state.k, choice.k, state.last)
+                logger.info(
+                    "tuner %s/%s %s/%s: k %d -> %d; inputs %s",
+                    self.model.id,
+                    self.pool.name,
+                    request_class,
+                    method,
+                    state.k,
+                    choice.k,
+                    state.last,
+                )
                 state.k, state.changed_at = choice.k, now
         return changes
 
@@ -159,8 +193,9 @@ class PoolTuner:
         else:
             choice = choose_k(survival, self.cost, self.rows, method, state.k_min, state.k_max, None, 0.0)
             k, goodput = choice.k, choice.goodput[choice.k]
-        evidence.update(tokens_per_step=round(expected_tokens(survival, k), 3),
-                        step_s=self.cost.seconds(self.rows, method, k))
+        evidence.update(
+            tokens_per_step=round(expected_tokens(survival, k), 3), step_s=self.cost.seconds(self.rows, method, k)
+        )
         return Option(method, self.pool.name, k, goodput, evidence, now - (state.seen_at or now))
 
     def table(self) -> list[tuple[str, str, int, float]]:
@@ -173,10 +208,22 @@ class PoolTuner:
         return self.config.zero_probe_fraction if state.k == 0 else self.config.probe_fraction
 
     def state(self) -> dict:
-        return {"keys": [{"request_class": c, "method": m, "k": s.k, "k_min": s.k_min, "k_max": s.k_max,
-                          "pinned": s.pinned, "acceptance": s.estimate.survival(s.k_max, self.config.min_drafts),
-                          "last_decision": s.last} for (c, m), s in self.keys.items()],
-                "applied": self.applied}
+        return {
+            "keys": [
+                {
+                    "request_class": c,
+                    "method": m,
+                    "k": s.k,
+                    "k_min": s.k_min,
+                    "k_max": s.k_max,
+                    "pinned": s.pinned,
+                    "acceptance": s.estimate.survival(s.k_max, self.config.min_drafts),
+                    "last_decision": s.last,
+                }
+                for (c, m), s in self.keys.items()
+            ],
+            "applied": self.applied,
+        }
 
 
 class SpecTuner:
@@ -186,13 +233,19 @@ class SpecTuner:
 
     def __init__(self, app_config: AppConfig):
         now = time.monotonic()
-        self._pools = {(model.id, pool.name): PoolTuner(model, pool, now)
-                       for model in app_config.models for pool in model.pools
-                       if pool.speculation.tuned()}
+        self._pools = {
+            (model.id, pool.name): PoolTuner(model, pool, now)
+            for model in app_config.models
+            for pool in model.pools
+            if pool.speculation.tuned()
+        }
         self._routed_models = [m for m in app_config.models if m.routes_by_goodput()]
-        self._engines = {(model.id, pool.name): EnginePool(model, pool, TunerConfig())
-                         for model in self._routed_models for pool in model.pools
-                         if pool.speculation.method != "routed"}
+        self._engines = {
+            (model.id, pool.name): EnginePool(model, pool, TunerConfig())
+            for model in self._routed_models
+            for pool in model.pools
+            if pool.speculation.method != "routed"
+        }
         self._plans: dict[str, dict[str, ClassPlan]] = {m.id: {} for m in self._routed_models}
         self._loop = asyncio.get_running_loop().create_task(self._control())
 
@@ -208,8 +261,10 @@ class SpecTuner:
 
     async def routing_table(self) -> dict[str, dict[str, dict]]:
         """Per model and request class: the method it gets and the shares sent elsewhere to explore."""
-        return {model: {c: {"method": p.method, "explore": p.explore} for c, p in plans.items()}
-                for model, plans in self._plans.items()}
+        return {
+            model: {c: {"method": p.method, "explore": p.explore} for c, p in plans.items()}
+            for model, plans in self._plans.items()
+        }
 
     async def router_state(self) -> dict:
         """Per model and class: every option's expected goodput and evidence, and the current choice."""
@@ -230,12 +285,23 @@ class SpecTuner:
                 else:  # a routed pool without a tuner measures nothing
                     options[method] = Option(method, pool.name, model.class_k(request_class.name, pool), None)
             previous = plans.get(request_class.name)
-            plan = plan_class(request_class.default, options, previous.method if previous else None,
-                              model.router.switch_margin, model.router.explore_share,
-                              model.router.explore_after_s)
+            plan = plan_class(
+                request_class.default,
+                options,
+                previous.method if previous else None,
+                model.router.switch_margin,
+                model.router.explore_share,
+                model.router.explore_after_s,
+            )
             if previous is not None and plan.method != previous.method:
-                logger.info("router %s %s: %s -> %s; options %s", model.id, request_class.name, previous.method,
-                            plan.method, {m: o.goodput for m, o in options.items()})
+                logger.info(
+                    "router %s %s: %s -> %s; options %s",
+                    model.id,
+                    request_class.name,
+                    previous.method,
+                    plan.method,
+                    {m: o.goodput for m, o in options.items()},
+                )
             plans[request_class.name] = plan
 
     async def pin(self, model: str, pool: str, request_class: str, method: str, k: int | None) -> None:

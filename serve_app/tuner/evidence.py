@@ -31,8 +31,10 @@ class ReplicaTotals:
         if before is None or _asked(tally) < _asked(before):  # new or restarted replica
             before = {"asked_per_position": [], "accepted_per_position": []}
         totals[key] = tally
-        return (_minus(tally["asked_per_position"], before["asked_per_position"]),
-                _minus(tally["accepted_per_position"], before["accepted_per_position"]))
+        return (
+            _minus(tally["asked_per_position"], before["asked_per_position"]),
+            _minus(tally["accepted_per_position"], before["accepted_per_position"]),
+        )
 
 
 def _asked(tally: dict) -> float:
@@ -88,8 +90,13 @@ class EnginePool:
         self.step_s = float(np.median(seconds)) if len(seconds) >= MIN_COST_SAMPLES else None
         for state in self.classes.values():
             if any(state.new_asked):
-                state.estimate.update(state.new_asked, state.new_accepted, self.config.memory_steps,
-                                      self.config.min_drafts, self.config.shift_threshold)
+                state.estimate.update(
+                    state.new_asked,
+                    state.new_accepted,
+                    self.config.memory_steps,
+                    self.config.min_drafts,
+                    self.config.shift_threshold,
+                )
                 state.new_asked, state.new_accepted, state.seen_at = [], [], now
 
     def option(self, request_class: str, now: float) -> Option:
@@ -103,7 +110,6 @@ class EnginePool:
             age_s = now - state.seen_at if state and state.seen_at is not None else None
             survival = state.estimate.survival(self.k, self.config.min_drafts) if state else None
             tokens = expected_tokens(survival, self.k) if survival else None
-            evidence.update(drafts=state.estimate.drafts_seen() if state else 0,
-                            tokens_per_step=tokens)
+            evidence.update(drafts=state.estimate.drafts_seen() if state else 0, tokens_per_step=tokens)
         goodput = tokens / step_s if tokens is not None and step_s else None
         return Option(self.method, self.pool.name, self.k, goodput, evidence, age_s)

@@ -49,12 +49,19 @@ class AcceptanceEstimate:
     recent_asked: list[float] = field(default_factory=list)
     recent_accepted: list[float] = field(default_factory=list)
 
-    def update(self, asked: list[int], accepted: list[int], memory_steps: float, min_drafts: float = 1.0,
-               shift_threshold: float = 1.0) -> bool:
+    def update(
+        self,
+        asked: list[int],
+        accepted: list[int],
+        memory_steps: float,
+        min_drafts: float = 1.0,
+        shift_threshold: float = 1.0,
+    ) -> bool:
         """Fold in a period's counts; True when they showed a shift (and the estimate restarted)."""
         self.asked, self.accepted = _forget(self.asked, self.accepted, asked, accepted, memory_steps)
-        self.recent_asked, self.recent_accepted = _forget(self.recent_asked, self.recent_accepted, asked, accepted,
-                                                          memory_steps * RECENT_MEMORY_SHARE)
+        self.recent_asked, self.recent_accepted = _forget(
+            self.recent_asked, self.recent_accepted, asked, accepted, memory_steps * RECENT_MEMORY_SHARE
+        )
         if not (self.recent_asked and self.recent_asked[0] >= min_drafts and self.asked[0] > 0):
             return False
         recent = self.recent_accepted[0] / self.recent_asked[0]
@@ -87,8 +94,9 @@ class AcceptanceEstimate:
         return out
 
 
-def _forget(asked: list[float], accepted: list[float], new_asked: list[int], new_accepted: list[int],
-            memory_steps: float) -> tuple[list[float], list[float]]:
+def _forget(
+    asked: list[float], accepted: list[float], new_asked: list[int], new_accepted: list[int], memory_steps: float
+) -> tuple[list[float], list[float]]:
     size = max(len(asked), len(new_asked))
     old_p, old_a = padded(asked, size), padded(accepted, size)
     new_p, new_a = padded(new_asked, size), padded(new_accepted, size)
@@ -176,9 +184,18 @@ class KChoice:
     goodput: dict[int, float]  # k -> expected tokens per second of one request
 
 
-def choose_k(survival: list[float], cost: StepCost, rows: float, method: str, k_min: int, k_max: int,
-             current: int | None, margin: float, previous: dict[int, float] | None = None,
-             smoothing: float = 1.0) -> KChoice:
+def choose_k(
+    survival: list[float],
+    cost: StepCost,
+    rows: float,
+    method: str,
+    k_min: int,
+    k_max: int,
+    current: int | None,
+    margin: float,
+    previous: dict[int, float] | None = None,
+    smoothing: float = 1.0,
+) -> KChoice:
     """The k in [k_min, k_max] with the most expected tokens per second. The last choice's goodput
     (`previous`) is blended in at weight 1 - `smoothing`, so one noisy cost fit cannot move k, and
     a change away from `current` must gain more than `margin`, so noise around a boundary cannot flip it."""
