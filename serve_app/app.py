@@ -10,6 +10,7 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 from serve_app.config.schema import AppConfig, TunerConfig
 from serve_app.draft_worker.llm_config import build_draft_llm_config
 from serve_app.draft_worker.server import DraftServer
+from serve_app.ingress import errors
 from serve_app.ingress.access import AccessMiddleware
 from serve_app.ingress.admission import AdmissionMiddleware
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
@@ -90,6 +91,7 @@ def build_app(args: AppConfig) -> Application:
     )
     # The last added runs first: access refusals, then overload, never reach body parsing.
     fastapi_app = new_ingress_app()
+    errors.install(fastapi_app)
     fastapi_app.add_middleware(AdmissionMiddleware, overload=overload)
     fastapi_app.add_middleware(AccessMiddleware, access=args.ingress.access, max_body_bytes=args.ingress.max_body_bytes)
     ingress = make_fastapi_ingress(SpecIngress, endpoint_map=ENDPOINTS, app=fastapi_app)

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request, status
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.exceptions import RayActorError
@@ -127,18 +127,6 @@ class SpecIngress(OpenAiIngress):
     def _get_configured_serve_handle(self, model_id: str) -> DeploymentHandle:
         route = _current_route.get()
         return self._pool_handles[(route.model, route.pool.name)]
-
-    async def _get_model_id(self, model: str | None) -> str:
-        # The base class raises FastAPI's HTTPException, which FastAPI answers as {"detail": ...}
-        # before the OpenAI error middleware sees it.
-        try:
-            return await super()._get_model_id(model)
-        except HTTPException as e:
-            raise OpenAIHTTPException(
-                status_code=e.status_code,
-                message=e.detail,
-                type="NotFoundError" if e.status_code == 404 else "BadRequestError",
-            ) from e
 
     async def _process_llm_request(self, body, call_method: str, raw_request: Request | None = None) -> Response:
         model_id = await self._get_model_id(body.model)
