@@ -297,6 +297,14 @@ def test_route_names_what_to_change_in_a_bad_request(test_models, headers, words
     assert all(w in str(info.value) for w in words)
 
 
+def test_prompt_embeds_are_refused_unless_the_engines_take_them(test_models):
+    model = _local_model()
+    with pytest.raises(RouteError, match="enable_prompt_embeds"):
+        route(model, _completion(None, prompt_embeds="AAAA"), {}, Policy(model.router), 0)
+    takes = model.model_copy(update={"engine_kwargs": {"enable_prompt_embeds": True}})
+    assert route(takes, _completion("x", prompt_embeds="AAAA"), {}, Policy(model.router), 0).model == model.id
+
+
 def test_routed_spec_takes_a_pinned_k_within_the_pool_or_the_class_k(test_models):
     model = _local_model()
     chosen = route(model, _chat("Rename r to radius in this code:\n" + CODE), {}, Policy(model.router), 0)

@@ -67,6 +67,12 @@ def route(model: ModelConfig, body, headers: Mapping[str, str], policy: Policy |
     """A pool and method named by headers win; then parameters that only plain decoding takes;
     then the method header; then the policy (given the load: requests in flight per target
     replica); a model without a router goes to its first pool."""
+    if getattr(body, "prompt_embeds", None) is not None and not model.engine_kwargs.get("enable_prompt_embeds"):
+        # vLLM's completion path fails with a 500 on embeddings its engine was not started for.
+        raise RouteError(
+            f"model '{model.id}' takes no prompt_embeds (its engines run without engine_kwargs.enable_prompt_embeds); "
+            "send the prompt as text or token ids"
+        )
     cls = request_class(model, body, headers)
     if pool_name := headers.get(POOL_HEADER):
         pool = next((p for p in model.pools if p.name == pool_name), None)
