@@ -8,12 +8,20 @@ processes with setproctitle, which zeroes the start of that memory, so psutil's 
 environ comes back empty for them.
 
     python -m cluster.processes kill RUN_ID
+    python -m cluster.processes stop RUN_ID [RAY_ADDRESS]   # drain Serve's apps first
+
+`stop` is what a SIGTERM to `scripts/run_local.sh` does: `serve run` alone dies on SIGTERM
+with a trace and `serve shutdown` cuts streams in flight (it stops the proxies with the
+replicas), so the apps are deleted first, which stops each replica the way a downscale does:
+after its in-flight requests, up to the config's `shutdown_grace_s`, while the proxies still
+carry their streams.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 import psutil
 
@@ -60,7 +68,43 @@ def kill_run(run_id: str, grace_s: float = 10.0) -> int:
     return len(procs)
 
 
+# Every replica bounds its own drain (graceful_shutdown_timeout_s); this only bounds a stuck controller.
+DRAIN_DEADLINE_S = 180.0
+
+
+def drain_serve(address: str, deadline_s: float = DRAIN_DEADLINE_S) -> list[str]:
+    """Delete every Serve application on the Ray cluster at `address`, waiting until their
+    replicas have finished their in-flight requests and stopped, then shut Serve down. Returns
+    the applications drained."""
+    import ray
+    from ray import serve
+
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        apps = list(serve.status().applications)
+        for name in apps:
+            serve.delete(name, _blocking=False)
+        end = time.monotonic() + deadline_s
+        while serve.status().applications and time.monotonic() < end:
+            time.sleep(0.5)
+        serve.shutdown()
+        return apps
+    finally:
+        ray.shutdown()
+
+
+def stop_run(run_id: str, address: str = "auto") -> str:
+    try:
+        drained = f"drained {drain_serve(address)}; "
+    except Exception as e:  # Ray already gone, or never up: nothing to drain, processes to end
+        drained = f"could not drain ({e!r}); "
+    return f"{drained}ended {kill_run(run_id)} process(es) of run {run_id}"
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "kill":
-        sys.exit("usage: python -m cluster.processes kill RUN_ID")
-    print(f"ended {kill_run(sys.argv[2])} process(es) of run {sys.argv[2]}")
+    if len(sys.argv) == 3 and sys.argv[1] == "kill":
+        print(f"ended {kill_run(sys.argv[2])} process(es) of run {sys.argv[2]}")
+    elif len(sys.argv) in (3, 4) and sys.argv[1] == "stop":
+        print(stop_run(*sys.argv[2:]))
+    else:
+        sys.exit("usage: python -m cluster.processes kill RUN_ID | stop RUN_ID [RAY_ADDRESS]")

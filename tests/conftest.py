@@ -62,10 +62,24 @@ def wait_until(check, deadline_s: float, what: str, interval_s: float = 1.0):
     pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last error: {last_error!r})")
 
 
+# Fixtures that start Ray and vLLM or build the test models: the tests that use them are `live`,
+# so `pytest -m "not live"` runs the unit tests alone, in seconds.
+LIVE_FIXTURES = {"ray_cluster", "serve_app", "test_models"}
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that kill parts of the shared app run after the others, whatever their files' names
-    (the sort is stable: the rest keep their order)."""
-    items.sort(key=lambda item: item.get_closest_marker("disrupts_app") is not None)
+    """Marks live tests; tests that kill parts of the shared app run after the others, and the one
+    that shuts it down runs last, whatever their files' names (the sort is stable: the rest keep
+    their order)."""
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("ends_app") is not None,
+            item.get_closest_marker("disrupts_app") is not None,
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +122,7 @@ def ray_cluster(tmp_path_factory):
             "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
             "env": env,
             "run_id": run_id,
+            "logs": temp_dir / "session_latest" / "logs",
         }
     finally:
         kill_run(run_id)

@@ -4,6 +4,7 @@ Ray Serve and real vLLM CPU engines (plain, routed and draft-model pools, and a 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import openai
@@ -388,3 +389,24 @@ def test_the_router_sends_a_class_where_its_evidence_says(openai_client, serve_a
         return settled_pool_counters(ray_cluster["metrics_url"], pool, before + 1)["requests"] >= before + 1
 
     assert wait_until(routed_by_the_table, 120, "a code edit routed by the table", 0)
+
+
+def test_no_log_or_metric_of_the_run_holds_prompt_text(serve_app, ray_cluster):
+    """Prompts stay out of the logs (every process's, Ray's and vLLM's) and the metrics; the
+    requests themselves are logged (by id), so the logs were written when they are searched."""
+    secret = f"do-not-log-{uuid.uuid4().hex}"
+    ids = []
+    for path, body in (
+        ("completions", {"prompt": f"{secret}\ndef main():"}),
+        ("chat/completions", {"messages": [{"role": "user", "content": secret}]}),
+    ):
+        response = httpx.post(f"{serve_app}/v1/{path}", json={"model": MODEL, "max_tokens": 4, **body}, timeout=120)
+        assert response.status_code == 200, response.text
+        ids.append(response.headers["x-request-id"])
+
+    def logged(text: str) -> bool:
+        return any(text in f.read_text(errors="replace") for f in ray_cluster["logs"].rglob("*") if f.is_file())
+
+    wait_until(lambda: all(logged(i) for i in ids), 60, "the requests' ids in the run's logs")
+    assert not logged(secret)
+    assert secret not in httpx.get(ray_cluster["metrics_url"], timeout=30).text
