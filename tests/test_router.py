@@ -297,10 +297,12 @@ def test_route_names_what_to_change_in_a_bad_request(test_models, headers, words
     assert all(w in str(info.value) for w in words)
 
 
-def test_prompt_embeds_are_refused_unless_the_engines_take_them(test_models):
+def test_input_the_engine_would_fail_on_is_refused(test_models):
     model = _local_model()
     with pytest.raises(RouteError, match="enable_prompt_embeds"):
         route(model, _completion(None, prompt_embeds="AAAA"), {}, Policy(model.router), 0)
+    with pytest.raises(RouteError, match=r"messages\[1\] has no 'role'"):
+        route(model, SimpleNamespace(messages=[{"role": "user", "content": "a"}, {"content": "b"}]), {}, None, 0)
     takes = model.model_copy(update={"engine_kwargs": {"enable_prompt_embeds": True}})
     assert route(takes, _completion("x", prompt_embeds="AAAA"), {}, Policy(model.router), 0).model == model.id
 
