@@ -8,11 +8,12 @@ processes with setproctitle, which zeroes the start of that memory, so psutil's 
 environ comes back empty for them.
 
     python -m cluster.processes kill RUN_ID
-    python -m cluster.processes stop RUN_ID [RAY_ADDRESS]   # drain Serve's apps first
+    python -m cluster.processes drain [RAY_ADDRESS]          # Serve's apps, streams finishing
+    python -m cluster.processes stop RUN_ID [RAY_ADDRESS]   # drain, then kill
 
-`stop` is what a SIGTERM to `scripts/run_local.sh` does: `serve run` alone dies on SIGTERM
-with a trace and `serve shutdown` cuts streams in flight (it stops the proxies with the
-replicas), so the apps are deleted first, which stops each replica the way a downscale does:
+`drain` is what Ctrl-C or SIGTERM to `scripts/run_local.sh` runs before the kill: `serve run`
+alone dies on SIGTERM with a trace and `serve shutdown` cuts streams in flight (it stops the
+proxies with the replicas), so the apps are deleted first, which stops each replica the way a downscale does:
 after its in-flight requests, up to the config's `shutdown_grace_s`, while the proxies still
 carry their streams.
 """
@@ -72,7 +73,7 @@ def kill_run(run_id: str, grace_s: float = 10.0) -> int:
 DRAIN_DEADLINE_S = 180.0
 
 
-def drain_serve(address: str, deadline_s: float = DRAIN_DEADLINE_S) -> list[str]:
+def drain_serve(address: str = "auto", deadline_s: float = DRAIN_DEADLINE_S) -> list[str]:
     """Delete every Serve application on the Ray cluster at `address`, waiting until their
     replicas have finished their in-flight requests and stopped, then shut Serve down. Returns
     the applications drained."""
@@ -102,9 +103,12 @@ def stop_run(run_id: str, address: str = "auto") -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "kill":
-        print(f"ended {kill_run(sys.argv[2])} process(es) of run {sys.argv[2]}")
-    elif len(sys.argv) in (3, 4) and sys.argv[1] == "stop":
-        print(stop_run(*sys.argv[2:]))
-    else:
-        sys.exit("usage: python -m cluster.processes kill RUN_ID | stop RUN_ID [RAY_ADDRESS]")
+    match sys.argv[1:]:
+        case ["kill", run_id]:
+            print(f"ended {kill_run(run_id)} process(es) of run {run_id}")
+        case ["drain", *address] if len(address) <= 1:
+            print(f"drained {drain_serve(*address)}")
+        case ["stop", run_id, *address] if len(address) <= 1:
+            print(stop_run(run_id, *address))
+        case _:
+            sys.exit("usage: python -m cluster.processes kill RUN_ID | drain [RAY_ADDRESS] | stop RUN_ID [RAY_ADDRESS]")

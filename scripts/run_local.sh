@@ -18,9 +18,6 @@ fi
 export SPECSERVE_CONTROL_KEY
 export SPECSERVE_RUN_ID="run-$$-$(date +%s)"
 trap 'python -m cluster.processes kill "$SPECSERVE_RUN_ID"' EXIT
-# Ctrl-C or SIGTERM (a process manager, a container stop): requests in flight finish (up to the
-# config's shutdown_grace_s) before the app and every process of the run end.
-trap 'python -m cluster.processes stop "$SPECSERVE_RUN_ID" auto; exit 0' INT TERM
 # The app needs more logical CPUs than a laptop has cores (ingress + one bundle per engine);
 # they are scheduling units only, the engines share the real cores.
 export RAY_SERVE_CONTROL_LOOP_INTERVAL_S="${RAY_SERVE_CONTROL_LOOP_INTERVAL_S:-0.5}"  # 0.1 s by default: 6% of a core while idle
@@ -28,4 +25,9 @@ ray start --head --num-cpus=16 --metrics-export-port=8080 --include-dashboard=fa
 # In the background, so the signal reaches the trap rather than `serve run` (a background job
 # of a script ignores Ctrl-C; on SIGTERM `serve run` would die with a trace, draining nothing).
 serve run --address auto "$config" &
-wait $!
+serve_pid=$!
+# Ctrl-C or SIGTERM (a process manager, a container stop): requests in flight finish (up to the
+# config's shutdown_grace_s), then the EXIT trap ends every process of the run. The drained
+# `serve run` has nothing left to do; SIGKILL, since on SIGTERM Ray's handler prints a stack trace.
+trap 'python -m cluster.processes drain; kill -KILL "$serve_pid"; wait "$serve_pid" 2>/dev/null; exit 0' INT TERM
+wait "$serve_pid"
