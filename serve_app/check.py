@@ -17,11 +17,11 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from cluster.placement import plan_app, render
 from cluster.planner import acceptance
 from cluster.planner.projection import project_model
 from cluster.planner.report import summary_lines
 from cluster.planner.step_costs import CalibrationTable
+from serve_app.config.placement import plan_app, render
 from serve_app.config.schema import AppConfig, format_validation_error
 
 APP_IMPORT_PATH = "serve_app.app:build_app"

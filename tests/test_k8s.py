@@ -7,8 +7,8 @@ import jsonschema
 import pytest
 import yaml
 
-from cluster.placement import plan_app
 from serve_app.check import load_apps
+from serve_app.config.placement import plan_app
 from serve_app.draft_worker.llm_config import build_draft_llm_config
 from serve_app.target.llm_config import ENGINE_LOAD_POLICY, build_llm_config
 from tests.conftest import ROOT

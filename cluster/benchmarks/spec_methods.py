@@ -20,8 +20,8 @@ from pathlib import Path
 
 from cluster.benchmarks import report, workloads
 from cluster.benchmarks.http_load import run_load, summarize
-from cluster.placement import memory_moved_off_target
 from serve_app.check import load_apps
+from serve_app.config.placement import memory_moved_off_target
 from serve_app.observability.scrape import quiet_pool_counters
 
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cluster.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
+from serve_app.config.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.proposer.request_spec import DEFAULT_CLASS, REMOTE_DRAFT, ROUTED_METHODS
 from serve_app.router.classifier import RECOGNISED_CLASSES
 
