@@ -8,14 +8,13 @@ from ray.serve.llm import build_llm_deployment
 from ray.serve.llm.ingress import make_fastapi_ingress
 
 from serve_app.config.schema import AppConfig, TunerConfig
-from serve_app.draft_worker.llm_config import build_draft_llm_config
 from serve_app.draft_worker.server import DraftServer
 from serve_app.ingress import errors
 from serve_app.ingress.access import AccessMiddleware
 from serve_app.ingress.admission import AdmissionMiddleware
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
 from serve_app.ingress.ray_llm import new_ingress_app, to_model_metadata
-from serve_app.target.llm_config import build_llm_config, deployment_name
+from serve_app.llm_configs import build_draft_llm_config, build_llm_config, deployment_name
 from serve_app.target.server import TargetServer
 from serve_app.tuner.controller import SpecTuner
 

@@ -57,8 +57,7 @@ def test_the_plugin_records_nothing_in_an_engine_that_is_not_the_apps(monkeypatc
 
 def test_only_the_apps_engine_deployments_carry_the_marker():
     from serve_app.check import load_apps
-    from serve_app.draft_worker.llm_config import build_draft_llm_config
-    from serve_app.target.llm_config import build_llm_config
+    from serve_app.llm_configs import build_draft_llm_config, build_llm_config
 
     for path in ("configs/local.yaml", "configs/prod.yaml"):
         for _, app in load_apps(ROOT / path):

@@ -207,7 +207,7 @@ def test_gpu_fraction_on_cpu_is_refused():
 
 
 def test_cpu_cores_bind_each_engine_and_are_checked(test_models):
-    from serve_app.target.llm_config import build_llm_config
+    from serve_app.llm_configs import build_llm_config
 
     model = AppConfig.model_validate(_args(LOCAL_CONFIG)).models[0]
     binds = {

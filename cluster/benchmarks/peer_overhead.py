@@ -28,7 +28,7 @@ from cluster.benchmarks.http_load import run_load, summarize
 from cluster.benchmarks.workloads import mixed
 from serve_app.check import load_apps
 from serve_app.config.architecture import resolve_source
-from serve_app.target.llm_config import DEFAULT_CPU_KVCACHE_GIB
+from serve_app.llm_configs import DEFAULT_CPU_KVCACHE_GIB
 
 PEER_APP = "peer"
 PEER_PREFIX = "/peer"

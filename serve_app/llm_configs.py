@@ -1,8 +1,10 @@
-"""Translate a target pool of the app config into a Ray Serve LLM `LLMConfig`.
+"""The Ray Serve LLM `LLMConfig` of every engine deployment: target pools and draft workers.
 
 Ray Serve LLM already does the placement we want: on GPU one `{"GPU": 1}` bundle per TP
 rank (with the accelerator type) and vLLM's Ray executor placing its workers there; on CPU
-one `{"CPU": 1}` bundle per rank and vLLM's `mp` executor inside the replica.
+one `{"CPU": 1}` bundle per rank and vLLM's `mp` executor inside the replica. A draft worker
+gets its own engine, placement and autoscaling; prefix caching makes the full context that
+targets send at every step cost only its new tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from ray.serve.llm import LLMConfig
 
 from serve_app.autoscaling.engine_load import APP_ENGINE_ENV
 from serve_app.config.architecture import resolve_source
-from serve_app.config.schema import WORKER_EXTENSION, AcceleratorConfig, AutoscalingConfig, ModelConfig, PoolConfig
+from serve_app.config.schema import (
+    WORKER_EXTENSION,
+    AcceleratorConfig,
+    AutoscalingConfig,
+    DraftWorkerConfig,
+    ModelConfig,
+    PoolConfig,
+)
 
 # Ray Serve's in-flight rule plus the engines' queue and TTFT (pools and draft workers alike).
 ENGINE_LOAD_POLICY = "serve_app.autoscaling.policy:EngineLoadPolicy"
@@ -94,4 +103,25 @@ def build_llm_config(model: ModelConfig, pool: PoolConfig) -> LLMConfig:
         deployment_config=deployment_config(pool.autoscaling, pool.max_ongoing_requests),
         log_engine_metrics=True,
         **engine_placement(model.accelerator, model.tensor_parallel_size, cpu_cores=pool.cpu_cores),
+    )
+
+
+def build_draft_llm_config(model: ModelConfig, worker: DraftWorkerConfig) -> LLMConfig:
+    engine_kwargs = {
+        "dtype": worker.dtype or model.dtype,
+        "max_model_len": model.draft_max_model_len(worker),
+        "enable_prefix_caching": True,
+        "disable_log_stats": False,
+    }
+    if worker.accelerator.kind == "gpu":
+        engine_kwargs["gpu_memory_utilization"] = worker.gpu_memory_utilization
+    return LLMConfig(
+        model_loading_config={
+            "model_id": f"{model.id}-draft-{worker.name}",
+            "model_source": resolve_source(worker.source),
+        },
+        engine_kwargs={**engine_kwargs, **worker.engine_kwargs},
+        deployment_config=deployment_config(worker.autoscaling, worker.max_ongoing_requests),
+        log_engine_metrics=True,
+        **engine_placement(worker.accelerator, 1, worker.gpu_fraction, worker.cpu_cores),
     )
