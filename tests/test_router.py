@@ -303,6 +303,9 @@ def test_input_the_engine_would_fail_on_is_refused(test_models):
         route(model, _completion(None, prompt_embeds="AAAA"), {}, Policy(model.router), 0)
     with pytest.raises(RouteError, match=r"messages\[1\] has no 'role'"):
         route(model, SimpleNamespace(messages=[{"role": "user", "content": "a"}, {"content": "b"}]), {}, None, 0)
+    harmony = SimpleNamespace(author=SimpleNamespace(role="user"), content=[])  # parsed as vLLM's Harmony Message
+    with pytest.raises(RouteError, match=r"messages\[0\] has no 'role'"):
+        route(model, SimpleNamespace(messages=[harmony]), {}, None, 0)
     takes = model.model_copy(update={"engine_kwargs": {"enable_prompt_embeds": True}})
     assert route(takes, _completion("x", prompt_embeds="AAAA"), {}, Policy(model.router), 0).model == model.id
 

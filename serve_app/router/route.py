@@ -55,7 +55,10 @@ def refuse_what_the_engine_would_fail_on(model: ModelConfig, body) -> None:
             "send the prompt as text or token ids"
         )
     for i, message in enumerate(getattr(body, "messages", None) or []):
-        if isinstance(message, dict) and not message.get("role"):
+        # A dict without a role, or a Harmony message (its role sits under `author`): vLLM's chat
+        # parser reads message["role"] of every message of a model that is not gpt-oss.
+        role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
+        if not role:
             raise RouteError(f"messages[{i}] has no 'role'; give every message one (system, user, assistant or tool)")
 
 
