@@ -19,6 +19,7 @@ from vllm.sampling_params import RequestOutputKind
 
 from serve_app.autoscaling.engine_load import ReportsEngineLoad
 from serve_app.observability import metrics
+from serve_app.vllm_seam import engine_client
 
 
 class DraftServer(ReportsEngineLoad, LLMServer):
@@ -36,8 +37,7 @@ class DraftServer(ReportsEngineLoad, LLMServer):
             max_tokens=k, temperature=0.0, ignore_eos=True, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY
         )
         final = None
-        # LLMServer exposes only OpenAI-shaped calls; token ids in and out need the engine client itself.
-        async for output in self.engine._engine_client.generate(
+        async for output in engine_client(self.engine).generate(
             TokensPrompt(prompt_token_ids=context.tolist()), params, request_id=uuid.uuid4().hex
         ):
             final = output

@@ -16,16 +16,15 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 from vllm.config import VllmConfig
-from vllm.v1.spec_decode.ngram_proposer import NgramProposer
 
 from serve_app.proposer.acceptance import AcceptanceBook
 from serve_app.proposer.remote_draft import RemoteDraftClient
 from serve_app.proposer.request_spec import REMOTE_DRAFT, RequestSpec
 from serve_app.proposer.step_timer import StepTimer
+from serve_app.vllm_seam import ngram_lookup, request_extra_args, scheduled_request_ids
 
 DEFAULT_PROMPT_LOOKUP = (2, 4)
 
@@ -53,17 +52,7 @@ class RoutedProposer:
         self._rng = random.Random(0)
         lookup_min = spec.prompt_lookup_min or DEFAULT_PROMPT_LOOKUP[0]
         lookup_max = spec.prompt_lookup_max or max(lookup_min, DEFAULT_PROMPT_LOOKUP[1])
-        # NgramProposer reads only these fields; `custom_class` configs leave the lookup unset.
-        self.ngram = NgramProposer(
-            SimpleNamespace(
-                speculative_config=SimpleNamespace(
-                    prompt_lookup_min=lookup_min, prompt_lookup_max=lookup_max, num_speculative_tokens=self.k_max
-                ),
-                model_config=vllm_config.model_config,
-                scheduler_config=vllm_config.scheduler_config,
-                parallel_config=vllm_config.parallel_config,
-            )
-        )
+        self.ngram = ngram_lookup(vllm_config, lookup_min, lookup_max, self.k_max)
 
     def attach(self, runner, remote: RemoteDraftClient | None = None) -> None:
         """`remote` is given to the TP rank whose drafts vLLM uses; other ranks never call the draft worker."""
@@ -79,9 +68,7 @@ class RoutedProposer:
         step_k: dict[tuple[str, str], int] = {}
         specs = []
         for req_id in req_ids:
-            state = self.runner.requests.get(req_id)
-            extra = state.sampling_params.extra_args if state is not None and state.sampling_params else None
-            spec = RequestSpec.from_extra_args(extra, self.k_max)
+            spec = RequestSpec.from_extra_args(request_extra_args(self.runner, req_id), self.k_max)
             key = (spec.request_class, spec.method)
             if spec.tuned and key in self.tuned_k:
                 if key not in step_k:  # only the keys in this batch: this runs every engine step
@@ -102,7 +89,7 @@ class RoutedProposer:
         drafts: list[list[int]] = [[] for _ in range(rows)]
         if self.runner is None:
             return drafts
-        req_ids = list(self.runner.input_batch.req_ids[:rows])
+        req_ids = scheduled_request_ids(self.runner, rows)
         specs = self.request_specs(req_ids)
         ngram_rows = {i for i, s in enumerate(specs) if s.method == "ngram" and s.k > 0}
         if ngram_rows:
