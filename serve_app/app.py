@@ -16,7 +16,7 @@ from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
 from serve_app.ingress.ray_llm import new_ingress_app, to_model_metadata
 from serve_app.llm_configs import build_draft_llm_config, build_llm_config, deployment_name
 from serve_app.target.server import TargetServer
-from serve_app.tuner.controller import SpecTuner
+from serve_app.tuner.spec_tuner import SpecTuner
 
 
 def build_app(args: AppConfig) -> Application:

@@ -178,7 +178,7 @@ def test_the_planner_bounds_k_where_the_tuner_does():
     the tuner may raise it to the pool's 8, so the planner must project up to 8 as well."""
     from cluster.planner.projection import class_k_max
     from serve_app.config.schema import AppConfig
-    from serve_app.tuner.controller import PoolTuner
+    from serve_app.tuner.spec_tuner import PoolTuner
 
     args = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]["args"]
     model = AppConfig.model_validate(args).models[0]

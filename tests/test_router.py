@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from serve_app.config.schema import AppConfig, RouterConfig, format_validation_error
 from serve_app.observability.engine_steps import EngineSteps
 from serve_app.proposer.request_spec import RequestSpec
+from serve_app.router.chooser import Choice, Policy
 from serve_app.router.classifier import classify, features, prompt_text
 from serve_app.router.planner import ClassPlan, Option, plan_class
-from serve_app.router.policy import Choice, Policy
 from serve_app.router.route import (
     CLASS_HEADER,
     K_HEADER,

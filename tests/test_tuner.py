@@ -12,8 +12,8 @@ import pytest
 
 from serve_app.config.schema import AppConfig
 from serve_app.proposer.routed_proposer import probed_k
-from serve_app.tuner.controller import PoolTuner, SpecTuner
 from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
+from serve_app.tuner.spec_tuner import PoolTuner, SpecTuner
 from tests.test_config import _args, _error, _pool
 
 # A forward pass of 20 ms plus 1 ms per token; ngram drafting is free.

@@ -32,7 +32,7 @@ from serve_app.ingress.ray_llm import ModelList, OpenAIHTTPException, broadcast
 from serve_app.observability import metrics
 from serve_app.proposer.request_spec import CLASS_KEY, RequestSpec
 from serve_app.router import route as routing
-from serve_app.router.policy import Policy
+from serve_app.router.chooser import Policy
 from serve_app.router.route import CLASS_HEADER, METHOD_HEADER, POOL_HEADER, Route
 
 REASON_HEADER = "x-spec-reason"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from serve_app.config.schema import ModelConfig, PoolConfig
 from serve_app.proposer.request_spec import DEFAULT_CLASS, RequestSpec
+from serve_app.router.chooser import Policy
 from serve_app.router.classifier import classify, features
-from serve_app.router.policy import Policy
 
 POOL_HEADER = "x-spec-pool"
 METHOD_HEADER = "x-spec-method"

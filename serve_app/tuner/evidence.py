@@ -2,7 +2,7 @@
 replica's last report, and the goodput of pools that run one fixed method.
 
 A routed pool's evidence (acceptance per class and method, a per-k cost model) lives in
-`controller.PoolTuner`. A pool whose engine runs one method at a fixed k (none, or an in-engine
+`spec_tuner.PoolTuner`. A pool whose engine runs one method at a fixed k (none, or an in-engine
 drafter such as draft_model) cannot be asked about other k: its option per class is the measured
 expected tokens per step at its k over its measured step seconds at its current batch size.
 """
