@@ -7,59 +7,22 @@ that id at the end (Ray's processes and vLLM's EngineCore/Worker processes alike
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import yaml
 
 from cluster.processes import RUN_ID_ENV, kill_run, run_processes
 from cluster.testmodels.build import ensure_built
+from tests.helpers import CONTROL_KEY, CONTROL_KEY_ENV, LOCAL_CONFIG, ROOT, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
-LOCAL_CONFIG = ROOT / "configs" / "local.yaml"
 APP_START_DEADLINE_S = 600
 # The ray and serve commands of the interpreter running the tests.
 BIN = Path(sys.executable).parent
-
-
-def local_args() -> dict:
-    """The `args` of configs/local.yaml's application, as `serve run` passes them to build_app."""
-    return yaml.safe_load(LOCAL_CONFIG.read_text())["applications"][0]["args"]
-
-
-def replica_processes(title: str) -> list[psutil.Process]:
-    """A Serve replica's process (found by its title, e.g. `ServeReplica:specserve:spec-tuner`)
-    and its vLLM EngineCore and worker: what a lost node or an OOM kill takes down."""
-    [replica] = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
-    return [replica, *replica.children(recursive=True)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, deadline_s: float, what: str, interval_s: float = 1.0):
-    """Poll `check` until it returns a truthy value; fail with `what` after the deadline."""
-    end = time.monotonic() + deadline_s
-    last_error = None
-    while time.monotonic() < end:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:  # the service is not up yet
-            last_error = e
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last error: {last_error!r})")
 
 
 # Fixtures that start Ray and vLLM or build the test models: the tests that use them are `live`,
@@ -85,11 +48,6 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def test_models() -> dict:
     return ensure_built()
-
-
-CONTROL_KEY_ENV = "SPECSERVE_CONTROL_KEY"
-CONTROL_KEY = uuid.uuid4().hex
-CONTROL_AUTH = {"authorization": f"Bearer {CONTROL_KEY}"}
 
 
 @pytest.fixture(scope="session")

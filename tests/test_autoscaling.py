@@ -12,7 +12,7 @@ from serve_app.autoscaling import engine_load
 from serve_app.autoscaling.engine_load import EngineLoad, EngineLoadLogger
 from serve_app.autoscaling.policy import TTFT_P90, WAITING, EngineLoadPolicy
 from serve_app.observability.scrape import samples, scrape
-from tests.conftest import ROOT, wait_until
+from tests.helpers import ROOT, wait_until
 
 
 def test_engine_load_is_a_window_of_queue_and_ttft():

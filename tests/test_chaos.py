@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import replica_processes, wait_until
+from tests.helpers import replica_processes, wait_until
 
 APP_RECOVERY_S = 600
 PLAIN = {"x-spec-pool": "plain"}

@@ -9,47 +9,30 @@ import sys
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from serve_app.check import load_apps
-from serve_app.config.schema import AppConfig, format_validation_error
-from tests.conftest import LOCAL_CONFIG, ROOT
-
-PROD_CONFIG = ROOT / "configs" / "prod.yaml"
-
-
-def _args(path=PROD_CONFIG) -> dict:
-    return yaml.safe_load(path.read_text())["applications"][0]["args"]
-
-
-def _error(args: dict) -> str:
-    with pytest.raises(ValidationError) as info:
-        AppConfig.model_validate(args)
-    return format_validation_error(info.value)
+from serve_app.config.schema import AppConfig
+from tests.helpers import LOCAL_CONFIG, PROD_CONFIG, ROOT, config_args, pool_of, validation_error
 
 
 def _prod_with(**model_changes) -> dict:
-    args = copy.deepcopy(_args())
+    args = copy.deepcopy(config_args())
     args["models"][0].update(model_changes)
     return args
 
 
-def _pool(args: dict, name: str) -> dict:
-    return next(p for p in args["models"][0]["pools"] if p["name"] == name)
-
-
 def test_unknown_speculation_method_names_field_and_choices():
     args = _prod_with()
-    _pool(args, "routed")["speculation"]["method"] = "telepathy"
-    msg = _error(args)
+    pool_of(args, "routed")["speculation"]["method"] = "telepathy"
+    msg = validation_error(args)
     assert "models.0.pools.1.speculation.method" in msg
     assert "'ngram'" in msg and "'eagle3'" in msg and "'none'" in msg
 
 
 def test_missing_draft_model():
     args = _prod_with()
-    del _pool(args, "eagle3")["speculation"]["draft"]
-    msg = _error(args)
+    del pool_of(args, "eagle3")["speculation"]["draft"]
+    msg = validation_error(args)
     assert "models.0.pools.0.speculation" in msg
     assert "needs a draft model: set draft.source" in msg
 
@@ -57,26 +40,26 @@ def test_missing_draft_model():
 @pytest.mark.parametrize("k", [0, 17, -1])
 def test_k_out_of_range(k):
     args = _prod_with()
-    _pool(args, "routed")["speculation"]["num_speculative_tokens"] = k
-    msg = _error(args)
+    pool_of(args, "routed")["speculation"]["num_speculative_tokens"] = k
+    msg = validation_error(args)
     assert "models.0.pools.1.speculation.num_speculative_tokens" in msg
 
 
 def test_tp_must_divide_attention_heads():
-    msg = _error(_prod_with(tensor_parallel_size=3))
+    msg = validation_error(_prod_with(tensor_parallel_size=3))
     assert "tensor_parallel_size 3 does not divide the 64 attention heads" in msg
     assert "use a divisor of 64" in msg
 
 
 def test_model_that_does_not_fit_the_gpus():
     # 70B bf16 over 2 x 24 GB L4s: 66 GB of weights cannot fit in 2 x 21.6 GB.
-    msg = _error(_prod_with(tensor_parallel_size=2, accelerator={"kind": "gpu", "type": "L4"}))
+    msg = validation_error(_prod_with(tensor_parallel_size=2, accelerator={"kind": "gpu", "type": "L4"}))
     assert "pool 'eagle3' does not fit" in msg
     assert "raise tensor_parallel_size" in msg
 
 
 def test_long_context_that_does_not_fit():
-    msg = _error(_prod_with(max_model_len=2_000_000))
+    msg = validation_error(_prod_with(max_model_len=2_000_000))
     assert "DOES NOT FIT" in msg and "max_model_len needs 2000000" in msg
 
 
@@ -86,24 +69,24 @@ def test_draft_vocabulary_must_match_target(tmp_path, test_models):
     cfg = json.loads((ROOT / ".cache/testmodels/draft/config.json").read_text())
     cfg["vocab_size"] = 4096
     (draft_dir / "config.json").write_text(json.dumps(cfg))
-    args = copy.deepcopy(_args(LOCAL_CONFIG))
-    _pool(args, "draft")["speculation"]["draft"]["source"] = str(draft_dir)
-    msg = _error(args)
+    args = copy.deepcopy(config_args(LOCAL_CONFIG))
+    pool_of(args, "draft")["speculation"]["draft"]["source"] = str(draft_dir)
+    msg = validation_error(args)
     assert "vocabulary size 4096 differs from the target's 2048" in msg
 
 
 def test_unknown_hub_model_needs_architecture():
-    msg = _error(_prod_with(source="someorg/unknown-model"))
+    msg = validation_error(_prod_with(source="someorg/unknown-model"))
     assert "cannot tell the shape of 'someorg/unknown-model'" in msg and "add `architecture:`" in msg
 
 
 def test_unknown_field_is_rejected():
-    msg = _error(_prod_with(tensor_paralel_size=4))
+    msg = validation_error(_prod_with(tensor_paralel_size=4))
     assert "models.0.tensor_paralel_size" in msg and "Extra inputs are not permitted" in msg
 
 
 def test_unknown_default_pool():
-    msg = _error(_prod_with(default_pool="eagle5"))
+    msg = validation_error(_prod_with(default_pool="eagle5"))
     assert "default_pool 'eagle5' is not a pool" in msg
 
 
@@ -151,24 +134,24 @@ def _draft_worker(args: dict) -> dict:
 
 def test_pool_names_a_draft_worker_that_does_not_exist():
     args = _prod_with()
-    _pool(args, "routed")["speculation"]["draft_worker"] = "llama-8b"
-    msg = _error(args)
+    pool_of(args, "routed")["speculation"]["draft_worker"] = "llama-8b"
+    msg = validation_error(args)
     assert "pools[1].speculation.draft_worker 'llama-8b' is not a draft worker" in msg
     assert "['llama-1b']" in msg
 
 
 def test_draft_worker_no_pool_uses():
     args = _prod_with()
-    del _pool(args, "routed")["speculation"]["draft_worker"]
+    del pool_of(args, "routed")["speculation"]["draft_worker"]
     args["models"][0]["router"]["classes"][3]["methods"] = ["eagle3"]  # chat no longer drafts remotely
-    assert "draft_workers ['llama-1b'] are drafted for by no pool" in _error(args)
+    assert "draft_workers ['llama-1b'] are drafted for by no pool" in validation_error(args)
 
 
 def test_remote_draft_needs_a_pool_with_a_draft_worker():
     args = _prod_with()
-    del _pool(args, "routed")["speculation"]["draft_worker"]
+    del pool_of(args, "routed")["speculation"]["draft_worker"]
     del args["models"][0]["draft_workers"]
-    msg = _error(args)
+    msg = validation_error(args)
     assert "(chat) allows method 'remote_draft' but no pool serves it" in msg
     assert "with a draft_worker for remote_draft" in msg
 
@@ -186,37 +169,37 @@ def test_draft_worker_must_share_the_tokenizer():
         "intermediate_size": 512,
         "vocab_size": 32000,
     }
-    msg = _error(args)
+    msg = validation_error(args)
     assert "draft_workers[0]: vocabulary size 32000 differs from the target's 128256" in msg
 
 
 def test_draft_worker_memory_share_is_checked():
     args = _prod_with()
     _draft_worker(args)["gpu_memory_utilization"] = 0.8  # above its 0.5 GPU share
-    assert "gpu_memory_utilization 0.8 exceeds gpu_fraction 0.5" in _error(args)
+    assert "gpu_memory_utilization 0.8 exceeds gpu_fraction 0.5" in validation_error(args)
     args = _prod_with()
     _draft_worker(args)["gpu_fraction"] = 0.05  # 1.1 GiB cannot hold 2.3 GiB of weights
-    msg = _error(args)
+    msg = validation_error(args)
     assert "draft worker 'llama-1b' does not fit" in msg and "DOES NOT FIT" in msg
 
 
 def test_gpu_fraction_on_cpu_is_refused():
-    args = copy.deepcopy(_args(LOCAL_CONFIG))
+    args = copy.deepcopy(config_args(LOCAL_CONFIG))
     _draft_worker(args)["gpu_fraction"] = 0.5
-    assert "gpu_fraction applies to accelerator kind 'gpu' only" in _error(args)
+    assert "gpu_fraction applies to accelerator kind 'gpu' only" in validation_error(args)
 
 
 def test_cpu_cores_bind_each_engine_and_are_checked(test_models):
     from serve_app.llm_configs import build_llm_config
 
-    model = AppConfig.model_validate(_args(LOCAL_CONFIG)).models[0]
+    model = AppConfig.model_validate(config_args(LOCAL_CONFIG)).models[0]
     binds = {
         p.name: build_llm_config(model, p).runtime_env["env_vars"].get("VLLM_CPU_OMP_THREADS_BIND") for p in model.pools
     }
     assert binds == {"plain": "0", "routed": "0", "draft": "1"}
     args = _prod_with()
-    _pool(args, "routed")["cpu_cores"] = "0"
-    assert "pools.routed.cpu_cores applies to accelerator kind 'cpu' only" in _error(args)
-    args = copy.deepcopy(_args(LOCAL_CONFIG))
-    _pool(args, "routed")["cpu_cores"] = "0|1"
-    assert "one '|'-separated group of cores per TP rank (1)" in _error(args)
+    pool_of(args, "routed")["cpu_cores"] = "0"
+    assert "pools.routed.cpu_cores applies to accelerator kind 'cpu' only" in validation_error(args)
+    args = copy.deepcopy(config_args(LOCAL_CONFIG))
+    pool_of(args, "routed")["cpu_cores"] = "0|1"
+    assert "one '|'-separated group of cores per TP rank (1)" in validation_error(args)

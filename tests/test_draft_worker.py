@@ -15,7 +15,7 @@ import pytest
 
 from cluster.benchmarks.http_load import run_load
 from serve_app.observability.scrape import quiet_pool_counters
-from tests.conftest import replica_processes, wait_until
+from tests.helpers import replica_processes, wait_until
 
 # k pinned: these tests are about the draft worker, and the spec tuner could set k to 0 on CPU.
 REMOTE = {"x-spec-method": "remote_draft", "x-spec-k": "4"}

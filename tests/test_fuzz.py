@@ -12,7 +12,7 @@ import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.conftest import local_args
+from tests.helpers import local_args
 
 MODEL = local_args()["models"][0]["id"]
 

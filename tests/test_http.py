@@ -13,7 +13,7 @@ import pytest
 from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.config.schema import AppConfig
 from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
-from tests.conftest import CONTROL_AUTH, local_args, wait_until
+from tests.helpers import CONTROL_AUTH, local_args, wait_until
 
 MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("

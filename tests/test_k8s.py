@@ -10,7 +10,7 @@ import yaml
 from serve_app.check import load_apps
 from serve_app.config.placement import plan_app
 from serve_app.llm_configs import ENGINE_LOAD_POLICY, build_draft_llm_config, build_llm_config
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
 MANIFEST = ROOT / "k8s" / "rayservice.yaml"

@@ -19,7 +19,7 @@ from cluster.planner.step_costs import CalibrationTable, Shard, StepModel
 from serve_app.check import main as check_main
 from serve_app.config.architecture import KNOWN_ARCHITECTURES
 from serve_app.config.schema import PoolConfig
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 LLAMA_70B = KNOWN_ARCHITECTURES["meta-llama/Llama-3.3-70B-Instruct"]
 LLAMA_1B = KNOWN_ARCHITECTURES["meta-llama/Llama-3.2-1B-Instruct"]

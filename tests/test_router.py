@@ -28,7 +28,7 @@ from serve_app.router.route import (
     routed_spec,
 )
 from serve_app.tuner.goodput import StepCost, expected_tokens
-from tests.conftest import LOCAL_CONFIG, ROOT
+from tests.helpers import LOCAL_CONFIG, ROOT
 
 CLASSES = {"code_edit", "summarize", "agentic", "chat", "bulk"}
 CODE = "def area(r):\n    import math\n    return math.pi * r * r\n\nclass Circle:\n    pass\n"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cluster.processes import run_processes, stop_run
-from tests.conftest import local_args
+from tests.helpers import local_args
 
 MODEL = local_args()["models"][0]["id"]
 TOKENS = 200

@@ -14,7 +14,7 @@ from serve_app.config.schema import AppConfig
 from serve_app.proposer.routed_proposer import probed_k
 from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
 from serve_app.tuner.spec_tuner import PoolTuner, SpecTuner
-from tests.test_config import _args, _error, _pool
+from tests.helpers import config_args, pool_of, validation_error
 
 # A forward pass of 20 ms plus 1 ms per token; ngram drafting is free.
 COST = StepCost(base_s=0.020, per_token_s=0.001, drafting={"ngram": (0.0, 0.0), "remote_draft": (0.004, 0.003)})
@@ -230,8 +230,8 @@ def test_probes_spread_k_so_acceptance_and_cost_around_it_stay_measured():
 
 
 def _routed_tuner(**tuner) -> PoolTuner:
-    args = copy.deepcopy(_args())
-    _pool(args, "routed")["speculation"]["tuner"] = {"period_s": 5, "min_dwell_s": 20, **tuner}
+    args = copy.deepcopy(config_args())
+    pool_of(args, "routed")["speculation"]["tuner"] = {"period_s": 5, "min_dwell_s": 20, **tuner}
     model = AppConfig.model_validate(args).models[0]
     return PoolTuner(model, model.pool("routed"), now=0.0)
 
@@ -313,26 +313,26 @@ def test_an_idle_class_keeps_its_k_while_other_classes_load_the_pool():
 
 
 def test_tuner_config_is_validated():
-    args = copy.deepcopy(_args())
-    _pool(args, "eagle3")["speculation"]["tuner"] = {}
-    assert "models.0.pools.0.speculation: tuner applies to method 'routed' only" in _error(args)
-    args = copy.deepcopy(_args())
-    _pool(args, "routed")["speculation"]["tuner"] = {"classes": {"poetry": {}}}
-    assert "['poetry'] are not request classes" in _error(args)
-    _pool(args, "routed")["speculation"]["tuner"] = {"classes": {"chat": {"k_min": 4, "k_max": 2}}}
-    assert "k_min (4) > k_max (2)" in _error(args)
-    _pool(args, "routed")["speculation"]["tuner"] = {"classes": {"chat": {"k_max": 12}}}
-    assert "at most num_speculative_tokens (8)" in _error(args)
-    _pool(args, "routed")["speculation"]["tuner"] = {"period_s": 0}
-    assert "period_s" in _error(args)
+    args = copy.deepcopy(config_args())
+    pool_of(args, "eagle3")["speculation"]["tuner"] = {}
+    assert "models.0.pools.0.speculation: tuner applies to method 'routed' only" in validation_error(args)
+    args = copy.deepcopy(config_args())
+    pool_of(args, "routed")["speculation"]["tuner"] = {"classes": {"poetry": {}}}
+    assert "['poetry'] are not request classes" in validation_error(args)
+    pool_of(args, "routed")["speculation"]["tuner"] = {"classes": {"chat": {"k_min": 4, "k_max": 2}}}
+    assert "k_min (4) > k_max (2)" in validation_error(args)
+    pool_of(args, "routed")["speculation"]["tuner"] = {"classes": {"chat": {"k_max": 12}}}
+    assert "at most num_speculative_tokens (8)" in validation_error(args)
+    pool_of(args, "routed")["speculation"]["tuner"] = {"period_s": 0}
+    assert "period_s" in validation_error(args)
 
 
 def test_in_engine_k_schedule_is_checked_with_vllms_own_rules():
-    args = copy.deepcopy(_args())
-    _pool(args, "eagle3")["speculation"]["options"] = {"num_speculative_tokens_per_batch_size": [[2, 8, 4]]}
-    assert "must start at 1" in _error(args)
-    _pool(args, "eagle3")["speculation"]["options"] = {"num_speculative_tokens_per_batch_size": [[1, 8, 9]]}
-    assert "ask for more than num_speculative_tokens (4)" in _error(args)
+    args = copy.deepcopy(config_args())
+    pool_of(args, "eagle3")["speculation"]["options"] = {"num_speculative_tokens_per_batch_size": [[2, 8, 4]]}
+    assert "must start at 1" in validation_error(args)
+    pool_of(args, "eagle3")["speculation"]["options"] = {"num_speculative_tokens_per_batch_size": [[1, 8, 9]]}
+    assert "ask for more than num_speculative_tokens (4)" in validation_error(args)
 
 
 def test_a_restarted_replica_is_counted_afresh_even_when_its_lookups_never_matched():
@@ -370,8 +370,8 @@ def test_the_tuner_routes_each_class_to_the_method_its_evidence_favours():
     accepts). Code edits go to ngram, chat to eagle3, and the table says why."""
 
     async def scenario() -> tuple[dict, dict]:
-        args = copy.deepcopy(_args())
-        _pool(args, "routed")["speculation"]["tuner"] = {"period_s": 5}
+        args = copy.deepcopy(config_args())
+        pool_of(args, "routed")["speculation"]["tuner"] = {"period_s": 5}
         tuner = SpecTuner(AppConfig.model_validate(args))
         routed = _report(
             {

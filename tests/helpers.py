@@ -1,0 +1,72 @@
+"""Plain helpers the test modules share (the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.config.schema import AppConfig, format_validation_error
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_CONFIG = ROOT / "configs" / "local.yaml"
+PROD_CONFIG = ROOT / "configs" / "prod.yaml"
+
+# The key of the app's control routes in the test session (configs/local.yaml: ingress.access.control_keys_env).
+CONTROL_KEY_ENV = "SPECSERVE_CONTROL_KEY"
+CONTROL_KEY = uuid.uuid4().hex
+CONTROL_AUTH = {"authorization": f"Bearer {CONTROL_KEY}"}
+
+
+def config_args(path: Path = PROD_CONFIG) -> dict:
+    """The `args` of a Serve config's first application, as `serve run` passes them to build_app."""
+    return yaml.safe_load(path.read_text())["applications"][0]["args"]
+
+
+def local_args() -> dict:
+    return config_args(LOCAL_CONFIG)
+
+
+def validation_error(args: dict) -> str:
+    """The message the app's config validation gives for `args` (which must be invalid)."""
+    with pytest.raises(ValidationError) as info:
+        AppConfig.model_validate(args)
+    return format_validation_error(info.value)
+
+
+def pool_of(args: dict, name: str) -> dict:
+    return next(p for p in args["models"][0]["pools"] if p["name"] == name)
+
+
+def replica_processes(title: str) -> list[psutil.Process]:
+    """A Serve replica's process (found by its title, e.g. `ServeReplica:specserve:spec-tuner`)
+    and its vLLM EngineCore and worker: what a lost node or an OOM kill takes down."""
+    [replica] = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
+    return [replica, *replica.children(recursive=True)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, deadline_s: float, what: str, interval_s: float = 1.0):
+    """Poll `check` until it returns a truthy value; fail with `what` after the deadline."""
+    end = time.monotonic() + deadline_s
+    last_error = None
+    while time.monotonic() < end:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # the service is not up yet
+            last_error = e
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last error: {last_error!r})")
