@@ -12,14 +12,17 @@ from pathlib import Path
 _START = time.monotonic()
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(doc: str, methods: bool = True, concurrency: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark takes; `--methods` and `--concurrency` only where it reads them."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-url", default="http://127.0.0.1:8000")
     p.add_argument("--model", default="tiny-llama")
-    p.add_argument(
-        "--methods", default="none,ngram,draft_model,remote_draft", help="comma-separated; must include none"
-    )
-    p.add_argument("--concurrency", default="1,8", help="comma-separated")
+    if methods:
+        p.add_argument(
+            "--methods", default="none,ngram,draft_model,remote_draft", help="comma-separated; must include none"
+        )
+    if concurrency:
+        p.add_argument("--concurrency", default="1,8", help="comma-separated")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument(
