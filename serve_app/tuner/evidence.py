@@ -52,12 +52,31 @@ def add(acc: list, more: list) -> list:
     return [a + m for a, m in zip(padded(acc, size), padded(more, size))]
 
 
-@dataclass
-class _ClassAcceptance:
+@dataclass(kw_only=True)
+class ClassEvidence:
+    """One class's (or class and method's) acceptance: the estimate, the counts reported since
+    it last took them in, and when it last grew."""
+
     estimate: AcceptanceEstimate = field(default_factory=AcceptanceEstimate)
     new_asked: list[float] = field(default_factory=list)
     new_accepted: list[float] = field(default_factory=list)
-    seen_at: float | None = None  # when the estimate last grew
+    seen_at: float | None = None
+
+    def report(self, asked: list[float], accepted: list[float]) -> None:
+        self.new_asked, self.new_accepted = add(self.new_asked, asked), add(self.new_accepted, accepted)
+
+    def fold(self, config: TunerConfig, now: float) -> bool:
+        """Take the counts reported since the last fold into the estimate; True when they showed
+        a shift (and the estimate restarted)."""
+        shifted = self.estimate.update(
+            self.new_asked, self.new_accepted, config.memory_steps, config.min_drafts, config.shift_threshold
+        )
+        self.new_asked, self.new_accepted, self.seen_at = [], [], now
+        return shifted
+
+    def age_s(self, now: float) -> float | None:
+        """Seconds since the estimate last grew; None before it ever did."""
+        return None if self.seen_at is None else now - self.seen_at
 
 
 class EnginePool:
@@ -67,7 +86,7 @@ class EnginePool:
         self.model, self.pool, self.config = model, pool, config
         self.method = pool.speculation.method
         self.k = (pool.speculation.num_speculative_tokens or 0) if self.method != NONE else 0
-        self.classes: dict[str, _ClassAcceptance] = {}
+        self.classes: dict[str, ClassEvidence] = {}
         self.steps: deque[tuple[float, dict]] = deque()
         self.rows = 1.0
         self.step_s: float | None = None  # median step seconds at about `rows`; None until enough were timed
@@ -76,8 +95,7 @@ class EnginePool:
     def ingest(self, replica: str, report: dict, now: float) -> None:
         for tally in report["tallies"]:
             asked, accepted = self._totals.increments(replica, (tally["request_class"],), tally)
-            state = self.classes.setdefault(tally["request_class"], _ClassAcceptance())
-            state.new_asked, state.new_accepted = add(state.new_asked, asked), add(state.new_accepted, accepted)
+            self.classes.setdefault(tally["request_class"], ClassEvidence()).report(asked, accepted)
         self.steps.extend((now, s) for s in report["steps"])
 
     def update(self, now: float) -> None:
@@ -90,14 +108,7 @@ class EnginePool:
         self.step_s = float(np.median(seconds)) if len(seconds) >= MIN_COST_SAMPLES else None
         for state in self.classes.values():
             if any(state.new_asked):
-                state.estimate.update(
-                    state.new_asked,
-                    state.new_accepted,
-                    self.config.memory_steps,
-                    self.config.min_drafts,
-                    self.config.shift_threshold,
-                )
-                state.new_asked, state.new_accepted, state.seen_at = [], [], now
+                state.fold(self.config, now)
 
     def option(self, request_class: str, now: float) -> Option:
         """What this pool gives one request of the class, as of the last `update`."""
@@ -107,7 +118,7 @@ class EnginePool:
         age_s = None
         if self.k:
             state = self.classes.get(request_class)
-            age_s = now - state.seen_at if state and state.seen_at is not None else None
+            age_s = state.age_s(now) if state else None
             survival = state.estimate.survival(self.k, self.config.min_drafts) if state else None
             tokens = expected_tokens(survival, self.k) if survival else None
             evidence.update(drafts=state.estimate.drafts_seen() if state else 0, tokens_per_step=tokens)

@@ -20,33 +20,28 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig, TunerConfig
 from serve_app.observability import metrics
 from serve_app.router.planner import NONE, ClassPlan, Option, candidates, plan_class
-from serve_app.tuner.evidence import EnginePool, ReplicaTotals, add
-from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
+from serve_app.tuner.evidence import ClassEvidence, EnginePool, ReplicaTotals
+from serve_app.tuner.goodput import StepCost, choose_k, expected_tokens, fit_step_cost
 
 # Ray Serve keeps this logger's records in the replica's log (a module logger's INFO is dropped).
 logger = logging.getLogger("ray.serve")
 
 
 @dataclass
-class _KState:
+class _KState(ClassEvidence):
     k: int
     k_min: int
     k_max: int
     changed_at: float
     pinned: bool = False  # held by an operator (`pin`): not tuned, not probed
-    estimate: AcceptanceEstimate = field(default_factory=AcceptanceEstimate)
-    # Per-position counts reported since the last decision.
-    new_asked: list[int] = field(default_factory=list)
-    new_accepted: list[int] = field(default_factory=list)
     goodput: dict[int, float] | None = None  # smoothed over decisions
-    seen_at: float | None = None  # when the estimate last grew
     last: dict | None = None  # the last decision's inputs, for `state()`
 
 
@@ -80,7 +75,7 @@ class PoolTuner:
             asked, accepted = self._totals.increments(replica, key, tally)
             state = self.keys.get(key)
             if state is not None:
-                state.new_asked, state.new_accepted = add(state.new_asked, asked), add(state.new_accepted, accepted)
+                state.report(asked, accepted)
         self.steps.extend((now, s) for s in report["steps"])
         self.drafts.extend((now, d) for d in report["drafts"])
 
@@ -110,13 +105,7 @@ class PoolTuner:
             # not re-judged at the batch size of other classes' traffic.
             if not any(state.new_asked):
                 continue
-            if state.estimate.update(
-                state.new_asked,
-                state.new_accepted,
-                self.config.memory_steps,
-                self.config.min_drafts,
-                self.config.shift_threshold,
-            ):
+            if state.fold(self.config, now):
                 state.goodput = None  # the old regime's goodput must not slow the move to the new one
                 logger.info(
                     "tuner %s/%s %s/%s: acceptance shifted; estimate restarts from the last steps",
@@ -125,7 +114,6 @@ class PoolTuner:
                     request_class,
                     method,
                 )
-            state.new_asked, state.new_accepted, state.seen_at = [], [], now
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
             if state.pinned or cost is None or method not in cost.drafting or survival is None:
                 continue  # held, or too little seen yet: k stays
@@ -196,7 +184,7 @@ class PoolTuner:
         evidence.update(
             tokens_per_step=round(expected_tokens(survival, k), 3), step_s=self.cost.seconds(self.rows, method, k)
         )
-        return Option(method, self.pool.name, k, goodput, evidence, now - (state.seen_at or now))
+        return Option(method, self.pool.name, k, goodput, evidence, state.age_s(now))
 
     def table(self) -> list[tuple[str, str, int, float]]:
         """(class, method, k, share of steps probed around k) per tuned key."""
