@@ -62,6 +62,23 @@ class RoutedProposer:
     def load_model(self, *args, **kwargs) -> None:
         """No weights: the drafts come from the request's own tokens."""
 
+    # What the worker extension's RPCs read and set (the target server calls them per period).
+    def acceptance(self) -> list[dict]:
+        """Cumulative drafts and acceptance per (request class, method)."""
+        return self.book.snapshot()
+
+    def timings(self) -> dict[str, list[dict]]:
+        """Forward-pass and drafting times since the last read (see `StepTimer`)."""
+        return self.timer.drain()
+
+    def set_tuned_k(self, tuned_k: list[tuple[str, str, int, float]]) -> None:
+        """The spec tuner's (k, probe fraction) per (request class, method), from the next step on."""
+        self.tuned_k = {(c, m): (k, probe) for c, m, k, probe in tuned_k}
+
+    def remote_stats(self) -> dict | None:
+        """Draft worker calls since the start, and the latency observations since the last read."""
+        return self.remote.stats.drain() if self.remote is not None else None
+
     def request_specs(self, req_ids: list[str]) -> list[RequestSpec]:
         # One probe per tuned key and step, not per row: a drafting call costs its largest k, so
         # rows probed apart in a large batch would never show the cost of another k.

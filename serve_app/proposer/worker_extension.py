@@ -1,4 +1,6 @@
-"""Methods mixed into every vLLM worker (`worker_extension_cls`), called with collective_rpc."""
+"""Methods mixed into every vLLM worker (`worker_extension_cls`), called with collective_rpc by
+their names (`TargetServer` takes them from this class, so a rename breaks at import, not at run
+time); each hands the call to the routed proposer."""
 
 from __future__ import annotations
 
@@ -26,18 +28,13 @@ class SpecControlExtension:
         return True
 
     def routed_acceptance(self) -> list[dict]:
-        """Cumulative drafts and acceptance per (request class, method) of the routed proposer."""
-        return self.model_runner.drafter.book.snapshot()
+        return self.model_runner.drafter.acceptance()
 
     def step_timings(self) -> dict[str, list[dict]]:
-        """Forward-pass and drafting times since the last read (see `StepTimer`)."""
-        return self.model_runner.drafter.timer.drain()
+        return self.model_runner.drafter.timings()
 
     def set_tuned_k(self, tuned_k: list[tuple[str, str, int, float]]) -> None:
-        """The spec tuner's (k, probe fraction) per (request class, method), used from the next step on."""
-        self.model_runner.drafter.tuned_k = {(c, m): (k, probe) for c, m, k, probe in tuned_k}
+        self.model_runner.drafter.set_tuned_k(tuned_k)
 
     def remote_draft_stats(self) -> dict | None:
-        """Draft worker calls since the start, and the latency observations since the last read."""
-        remote = self.model_runner.drafter.remote
-        return remote.stats.drain() if remote is not None else None
+        return self.model_runner.drafter.remote_stats()

@@ -16,6 +16,14 @@ from serve_app.config.schema import DraftWorkerConfig, TunerConfig
 from serve_app.observability import metrics
 from serve_app.observability.engine_steps import ENGINE_STEPS
 from serve_app.proposer.request_spec import CLASS_KEY, DEFAULT_CLASS
+from serve_app.proposer.worker_extension import SpecControlExtension
+
+# The worker extension's RPCs, named from its class: a rename fails at import, not at run time.
+ATTACH_RPC = SpecControlExtension.attach_routed_proposer.__name__
+ACCEPTANCE_RPC = SpecControlExtension.routed_acceptance.__name__
+DRAFT_STATS_RPC = SpecControlExtension.remote_draft_stats.__name__
+TIMINGS_RPC = SpecControlExtension.step_timings.__name__
+SET_K_RPC = SpecControlExtension.set_tuned_k.__name__
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +66,7 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                     "deadline_s": draft_config.deadline_ms / 1000,
                     "retry_after_s": draft_config.retry_after_s,
                 }
-            attached = await self.collective_rpc("attach_routed_proposer", kwargs={"draft_endpoint": endpoint})
+            attached = await self.collective_rpc(ATTACH_RPC, kwargs={"draft_endpoint": endpoint})
             if not all(attached):
                 raise RuntimeError(f"pool {pool}: the routed proposer did not attach in every worker: {attached}")
         replica = serve.get_replica_context().replica_id.unique_id
@@ -88,7 +96,7 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         """Cumulative drafts and acceptance per (request class, method) on this replica."""
         if not self._routed:
             return []
-        return (await self.collective_rpc("routed_acceptance"))[0]  # rank 0's drafts are the ones vLLM uses
+        return (await self.collective_rpc(ACCEPTANCE_RPC))[0]  # rank 0's drafts are the ones vLLM uses
 
     async def _observe(self, tuner: DeploymentHandle | None, tuner_period_s: float | None) -> None:
         """Publish the pool identity and the routed proposer's books, and report to the spec tuner.
@@ -111,7 +119,7 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                     self._export_acceptance(tallies)
                     if self._remote:
                         # Only the rank whose drafts vLLM uses calls the draft worker; the others answer None.
-                        stats = await self.collective_rpc("remote_draft_stats")
+                        stats = await self.collective_rpc(DRAFT_STATS_RPC)
                         self._export_draft_stats(next(s for s in stats if s is not None))
                 except Exception:  # metrics must never take the replica down
                     logger.exception("reading the routed proposer's statistics failed")
@@ -133,12 +141,12 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         """Send the books and step timings to the spec tuner and apply the k table it answers,
         without restarting anything; returns the table now applied. An idle replica still
         reports (a pinned k must reach it before its next request) but touches no worker."""
-        timings = (await self.collective_rpc("step_timings"))[0] if stepped else {"steps": [], "drafts": []}
+        timings = (await self.collective_rpc(TIMINGS_RPC))[0] if stepped else {"steps": [], "drafts": []}
         report = {"tallies": tallies, "applied": applied, **timings}
         replica = self._info_tags["ReplicaId"]
         answer = await tuner.report.remote(self._tags["model"], self._tags["pool"], replica, report)
         if answer["tuned_k"] != applied:
-            await self.collective_rpc("set_tuned_k", args=(answer["tuned_k"],))
+            await self.collective_rpc(SET_K_RPC, args=(answer["tuned_k"],))
         return answer["tuned_k"]
 
     def _export_acceptance(self, tallies: list[dict]) -> None:
