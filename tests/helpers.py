@@ -33,6 +33,13 @@ def local_args() -> dict:
     return config_args(LOCAL_CONFIG)
 
 
+# The live app's model and pools, named from configs/local.yaml, not copied from it.
+LOCAL_MODEL = local_args()["models"][0]
+MODEL = LOCAL_MODEL["id"]
+POOL = {p["speculation"]["method"]: p["name"] for p in LOCAL_MODEL["pools"]}  # none, routed, draft_model
+PLAIN_POOL, ROUTED_POOL, DRAFT_POOL = POOL["none"], POOL["routed"], POOL["draft_model"]
+
+
 def validation_error(args: dict) -> str:
     """The message the app's config validation gives for `args` (which must be invalid)."""
     with pytest.raises(ValidationError) as info:

@@ -12,7 +12,7 @@ from serve_app.autoscaling import engine_load
 from serve_app.autoscaling.engine_load import EngineLoad, EngineLoadLogger
 from serve_app.autoscaling.policy import TTFT_P90, WAITING, EngineLoadPolicy
 from serve_app.observability.scrape import samples, scrape
-from tests.helpers import ROOT, wait_until
+from tests.helpers import MODEL, PLAIN_POOL, ROOT, wait_until
 
 
 def test_engine_load_is_a_window_of_queue_and_ttft():
@@ -126,7 +126,7 @@ def test_live_engines_report_their_load_to_the_policy(openai_client, ray_cluster
 
     def ttft_seen():
         openai_client.completions.create(
-            model="tiny-llama", prompt="def main(argv):\n", max_tokens=4, extra_headers={"x-spec-pool": "plain"}
+            model=MODEL, prompt="def main(argv):\n", max_tokens=4, extra_headers={"x-spec-pool": PLAIN_POOL}
         )
         text = scrape(ray_cluster["metrics_url"])
         seen = [

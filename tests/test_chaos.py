@@ -12,11 +12,11 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import replica_processes, wait_until
+from tests.helpers import MODEL, PLAIN_POOL, replica_processes, wait_until
 
 APP_RECOVERY_S = 600
-PLAIN = {"x-spec-pool": "plain"}
-BODY = {"model": "tiny-llama", "prompt": "def main():\n", "temperature": 0.0, "ignore_eos": True}
+PLAIN = {"x-spec-pool": PLAIN_POOL}
+BODY = {"model": MODEL, "prompt": "def main():\n", "temperature": 0.0, "ignore_eos": True}
 
 
 def _kill_replica(title: str) -> None:

@@ -15,11 +15,11 @@ import pytest
 
 from cluster.benchmarks.http_load import run_load
 from serve_app.observability.scrape import quiet_pool_counters
-from tests.helpers import replica_processes, wait_until
+from tests.helpers import MODEL, PLAIN_POOL, ROUTED_POOL, replica_processes, wait_until
 
 # k pinned: these tests are about the draft worker, and the spec tuner could set k to 0 on CPU.
 REMOTE = {"x-spec-method": "remote_draft", "x-spec-k": "4"}
-PLAIN = {"x-spec-pool": "plain"}
+PLAIN = {"x-spec-pool": PLAIN_POOL}
 DRAFT_REPLICA_TITLE = "ServeReplica:specserve:draft-tiny-llama-tiny-draft"
 PROMPT = "def parse_header(line):\n    key, _, value = line.partition(':')\n"
 
@@ -27,7 +27,7 @@ PROMPT = "def parse_header(line):\n    key, _, value = line.partition(':')\n"
 def _complete(openai_client, headers: dict, max_tokens: int = 48, prompt: str = PROMPT) -> str:
     return (
         openai_client.completions.create(
-            model="tiny-llama",
+            model=MODEL,
             prompt=prompt,
             max_tokens=max_tokens,
             temperature=0.0,
@@ -40,7 +40,7 @@ def _complete(openai_client, headers: dict, max_tokens: int = 48, prompt: str = 
 
 
 def _routed_counters(ray_cluster) -> dict[str, float]:
-    return quiet_pool_counters(ray_cluster["metrics_url"], "routed")
+    return quiet_pool_counters(ray_cluster["metrics_url"], ROUTED_POOL)
 
 
 def _delta(before: dict, after: dict) -> dict:
@@ -74,7 +74,7 @@ def test_one_draft_call_per_step_carries_every_request(serve_app, ray_cluster):
     before = _routed_counters(ray_cluster)
     bodies = [
         {
-            "model": "tiny-llama",
+            "model": MODEL,
             "prompt": f"{PROMPT}# variant {i}\n",
             "max_tokens": 48,
             "temperature": 0.0,
@@ -98,7 +98,7 @@ def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray
     draft_worker = replica_processes(DRAFT_REPLICA_TITLE)
     text, killed = [], False
     body = {
-        "model": "tiny-llama",
+        "model": MODEL,
         "prompt": PROMPT,
         "max_tokens": 400,
         "temperature": 0.0,

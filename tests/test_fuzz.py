@@ -12,9 +12,7 @@ import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.helpers import local_args
-
-MODEL = local_args()["models"][0]["id"]
+from tests.helpers import MODEL
 
 # Enough to reach every operation's parameters and bad bodies in a few minutes on two cores.
 EXAMPLES_PER_OPERATION = 8

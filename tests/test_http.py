@@ -13,12 +13,11 @@ import pytest
 from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.config.schema import AppConfig
 from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
-from tests.helpers import CONTROL_AUTH, local_args, wait_until
+from tests.helpers import CONTROL_AUTH, DRAFT_POOL, MODEL, PLAIN_POOL, ROUTED_POOL, local_args, wait_until
 
-MODEL = "tiny-llama"
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
 # method -> the pool of configs/local.yaml that runs it
-POOL_OF = {"none": "plain", "ngram": "routed", "draft_model": "draft", "remote_draft": "routed"}
+POOL_OF = {"none": PLAIN_POOL, "ngram": ROUTED_POOL, "draft_model": DRAFT_POOL, "remote_draft": ROUTED_POOL}
 # A code edit: the test target repeats its own phrases in the answer, so prompt lookup finds drafts.
 CODE_EDIT = CODE + "args)\n    return parser.parse_args(argv)\n" + EDIT_MARKER
 
@@ -141,7 +140,7 @@ def test_explicit_class_picks_its_method(openai_client):
     assert (raw.headers["x-request-class"], raw.headers["x-spec-method"], raw.headers["x-spec-pool"]) == (
         "bulk",
         "none",
-        "plain",
+        PLAIN_POOL,
     )
 
 
@@ -149,16 +148,16 @@ def test_parameters_rejected_under_speculation_go_to_the_plain_pool(openai_clien
     """vLLM refuses min_p and logit_bias when speculation is configured; they still get served."""
     for params in ({"extra_body": {"min_p": 0.1}}, {"logit_bias": {"17": -100}}):
         raw = _complete(openai_client, **params)
-        assert (raw.headers["x-spec-pool"], raw.headers["x-spec-reason"]) == ("plain", "unsupported_params")
+        assert (raw.headers["x-spec-pool"], raw.headers["x-spec-reason"]) == (PLAIN_POOL, "unsupported_params")
         assert raw.parse().usage.completion_tokens == 24
 
 
 def _routed_counters_after(openai_client, metrics_url: str, count: int, **complete_kwargs) -> dict[str, float]:
     # Counters of earlier requests may still be on their way; they must not count as these.
-    before = quiet_pool_counters(metrics_url, "routed")
+    before = quiet_pool_counters(metrics_url, ROUTED_POOL)
     for _ in range(count):
-        assert _complete(openai_client, **complete_kwargs).headers["x-spec-pool"] == "routed"
-    after = settled_pool_counters(metrics_url, "routed", before["requests"] + count)
+        assert _complete(openai_client, **complete_kwargs).headers["x-spec-pool"] == ROUTED_POOL
+    after = settled_pool_counters(metrics_url, ROUTED_POOL, before["requests"] + count)
     assert after["requests"] >= before["requests"] + count, "the routed pool's counters did not catch up"
     return {key: after[key] - before[key] for key in after}
 
@@ -166,7 +165,7 @@ def _routed_counters_after(openai_client, metrics_url: str, count: int, **comple
 def test_per_request_method_and_k_reach_the_proposer(openai_client, ray_cluster):
     """One routed engine: its own spec-decode counters show each request's method and k."""
     url = ray_cluster["metrics_url"]
-    routed = {"x-spec-pool": "routed"}
+    routed = {"x-spec-pool": ROUTED_POOL}
     none = _routed_counters_after(openai_client, url, 2, headers={**routed, "x-spec-method": "none"}, prompt=CODE_EDIT)
     assert none["drafts"] == 0 and none["draft_tokens"] == 0
     ngram = {**routed, "x-spec-method": "ngram"}
@@ -177,7 +176,7 @@ def test_per_request_method_and_k_reach_the_proposer(openai_client, ray_cluster)
     assert k4["drafts"] > 0 and k4["drafts"] < k4["draft_tokens"] <= 4 * k4["drafts"]
 
 
-TUNED = {"model": MODEL, "pool": "routed", "request_class": "chat", "method": "remote_draft"}
+TUNED = {"model": MODEL, "pool": ROUTED_POOL, "request_class": "chat", "method": "remote_draft"}
 
 
 def _tuner_state(base: str) -> dict:
@@ -224,7 +223,7 @@ def test_bad_pin_is_400_in_openai_shape(serve_app):
     for change, message in [
         ({"request_class": "poetry"}, "tunes no (poetry, remote_draft)"),
         ({"k": 99}, "k must be from 0 to 8"),
-        ({"pool": "plain"}, "no tuned pool 'plain'"),
+        ({"pool": PLAIN_POOL}, f"no tuned pool '{PLAIN_POOL}'"),
     ]:
         response = httpx.post(
             f"{serve_app}/v1/spec/tuner/pin", json={**TUNED, "k": 3, **change}, headers=CONTROL_AUTH, timeout=30
@@ -239,14 +238,14 @@ def test_control_route_needs_its_key_and_bodies_are_bounded(serve_app):
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
         assert response.json()["error"]["type"] == "AuthenticationError"
     assert not any(key["pinned"] for key in _tuner_state(serve_app)["keys"]), "a refused pin changed nothing"
-    big = b'{"model": "tiny-llama", "prompt": "' + b"x" * (4 * 2**20) + b'"}'
+    big = ('{"model": "' + MODEL + '", "prompt": "' + "x" * (4 * 2**20) + '"}').encode()
     response = httpx.post(
         f"{serve_app}/v1/completions", content=big, timeout=30, headers={"content-type": "application/json"}
     )
     assert response.status_code == 413 and "ingress.max_body_bytes" in response.json()["error"]["message"]
     response = httpx.post(
         f"{serve_app}/v1/completions",
-        content=b'{"model": "tiny-llama", "prompt": "\xff"}',
+        content=b'{"model": "' + MODEL.encode() + b'", "prompt": "\xff"}',
         timeout=30,
         headers={"content-type": "application/json"},
     )
@@ -260,23 +259,23 @@ def test_the_control_key_empties_every_pools_prefix_cache(serve_app, ray_cluster
     assert response.status_code == 404 and "gpt-5" in response.json()["error"]["message"]
     body = {"model": MODEL, "prompt": CODE * 8, "max_tokens": 1}
     # One settled reading after each call is the next call's "before" (each waits ~16 s for quiet).
-    hits = [quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"]]
+    hits = [quiet_pool_counters(ray_cluster["metrics_url"], PLAIN_POOL)["prefix_cache_hits"]]
 
     def hits_of_a_call() -> float:
         assert (
             httpx.post(
-                f"{serve_app}/v1/completions", json=body, headers={"x-spec-pool": "plain"}, timeout=60
+                f"{serve_app}/v1/completions", json=body, headers={"x-spec-pool": PLAIN_POOL}, timeout=60
             ).status_code
             == 200
         )
-        hits.append(quiet_pool_counters(ray_cluster["metrics_url"], "plain")["prefix_cache_hits"])
+        hits.append(quiet_pool_counters(ray_cluster["metrics_url"], PLAIN_POOL)["prefix_cache_hits"])
         return hits[-1] - hits[-2]
 
     hits_of_a_call()
     assert hits_of_a_call() > 0  # the same prompt again: its blocks were cached
     response = httpx.post(url, json={"model": MODEL}, headers=CONTROL_AUTH, timeout=60)
     assert response.status_code == 200
-    assert response.json()["replicas_reset"] == {"plain": 1, "routed": 1, "draft": 1}
+    assert response.json()["replicas_reset"] == {PLAIN_POOL: 1, ROUTED_POOL: 1, DRAFT_POOL: 1}
     assert hits_of_a_call() == 0
 
 
@@ -304,11 +303,11 @@ def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_
 
     def books_match_engine():
         text = scrape(url)
-        engine = per_pool(text).get("routed", {})
+        engine = per_pool(text).get(ROUTED_POOL, {})
         by_class: dict[tuple[str, str], dict[str, float]] = {}
         for key in ("drafts", "draft_tokens", "accepted_tokens"):
             for labels, value in samples(text, f"ray_specserve_spec_{key}_total"):
-                if labels["pool"] == "routed":
+                if labels["pool"] == ROUTED_POOL:
                     by_class.setdefault((labels["request_class"], labels["method"]), {})[key] = value
         totals = {
             key: sum(v.get(key, 0) for v in by_class.values()) for key in ("drafts", "draft_tokens", "accepted_tokens")
@@ -348,9 +347,9 @@ def test_prometheus_metrics_tell_pools_apart(openai_client, ray_cluster):
         return None
 
     text, pools = wait_until(spec_counters_of_every_pool, 90, "every pool's vLLM counters, joined to its pool", 3)
-    assert pools["plain"]["drafts"] == 0  # no speculation, no drafts
-    assert pools["draft"]["drafts"] > 0 and pools["draft"]["accepted_tokens"] > 0
-    assert pools["routed"]["drafts"] > 0
+    assert pools[PLAIN_POOL]["drafts"] == 0  # no speculation, no drafts
+    assert pools[DRAFT_POOL]["drafts"] > 0 and pools[DRAFT_POOL]["accepted_tokens"] > 0
+    assert pools[ROUTED_POOL]["drafts"] > 0
     positions = {
         labels["position"] for labels, _ in samples(text, "ray_vllm_spec_decode_num_accepted_tokens_per_pos_total")
     }

@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from cluster.processes import run_processes, stop_run
-from tests.helpers import local_args
+from tests.helpers import MODEL
 
-MODEL = local_args()["models"][0]["id"]
 TOKENS = 200
 
 
