@@ -16,7 +16,7 @@ if [ -z "${SPECSERVE_CONTROL_KEY:-}" ]; then
   echo "control key for POST /v1/spec/tuner/pin (Authorization: Bearer KEY): in .cache/control_key"
 fi
 export SPECSERVE_CONTROL_KEY
-export SPECSERVE_RUN_ID="run-$$-$(date +%s)"
+export SPECSERVE_RUN_ID="${SPECSERVE_RUN_ID:-run-$$-$(date +%s)}"  # a caller may name the run, to end it itself
 trap 'python -m cluster.processes kill "$SPECSERVE_RUN_ID"' EXIT
 # The app needs more logical CPUs than a laptop has cores (ingress + one bundle per engine);
 # they are scheduling units only, the engines share the real cores.

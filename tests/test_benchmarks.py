@@ -1,10 +1,11 @@
-"""The arithmetic the benchmarks report with (their runs need the live app: README)."""
+"""The arithmetic the benchmarks report with, and a smoke run of the side-by-side benchmark."""
 
 from __future__ import annotations
 
 import pytest
 
 from cluster.benchmarks.http_load import RequestResult, summarize
+from tests.helpers import CONTROL_KEY, CONTROL_KEY_ENV
 
 
 def test_summary_counts_tokens_per_second_and_time_per_output_token():
@@ -16,3 +17,54 @@ def test_summary_counts_tokens_per_second_and_time_per_output_token():
     assert row["tokens_per_s"] == pytest.approx(2.0)
     assert row["tpot_p50_ms"] == pytest.approx(500.0)
     assert row["ttft_p50_ms"] == pytest.approx(750.0)
+
+
+def test_per_class_ceiling_puts_each_class_on_its_fastest_arm_none_included():
+    from cluster.benchmarks.router_mix import per_class_ceiling
+
+    def arm(name, chat, code):
+        return {
+            "arm": name,
+            "seconds_per_class": {"chat": {"requests": 2, "e2e_s": chat}, "code": {"requests": 1, "e2e_s": code}},
+        }
+
+    same = [arm("none", 3.0, 1.0), arm("ngram", 2.0, 2.0), arm("draft_model", 1.0, 4.0), arm("router", 0.1, 0.1)]
+    # draft_model (the best single here): 2 x 1.0 + 4.0 = 6.0 s; each class's fastest: 2 x 1.0 + 1.0 (none) = 3.0 s.
+    assert per_class_ceiling(same, "draft_model") == pytest.approx(2.0)
+
+
+def test_peers_smoke_run_reports_every_section_from_its_measurements_and_leaves_no_process(
+    serve_app, tmp_path, monkeypatch
+):
+    """The side-by-side benchmark against the running app and vLLM's own server, tiny: every arm
+    at a closed-loop and a Poisson load, ratios computed from the rows, the peers' processes gone."""
+    from cluster.benchmarks import peers
+    from cluster.processes import run_processes
+
+    monkeypatch.setenv(CONTROL_KEY_ENV, CONTROL_KEY)
+    # Two requests of 8 tokens per arm and load; one vLLM server per configuration, in turn.
+    argv = ["--app-url", serve_app, "--systems", "app,vllm", "--methods", "none,ngram", "--ngram-k", "2"]
+    argv += ["--concurrency", "2", "--rates", "4", "--requests", "2", "--max-tokens", "8"]
+    result = peers.main([*argv, "--peer-port", str(peers.free_port()), "--out", str(tmp_path)])
+
+    arms = {(r["system"], r["arm"], r["load"]) for r in result["rows"]}
+    loads = ("concurrency 2", "rate 4")
+    assert arms == {
+        (s, a, load)
+        for s, a in [("app", "router"), ("app", "none"), ("vllm", "none"), ("vllm", "ngram k=2")]
+        for load in loads
+    }
+    assert all(r["completion_tokens"] == 2 * 8 and r["tokens_per_s"] > 0 for r in result["rows"])
+
+    row = {(r["system"], r["arm"], r["load"]): r for r in result["rows"]}
+    [closed] = [c for c in result["comparisons"] if c["load"] == "concurrency 2"]
+    assert closed["peer"] == "vllm" and closed["best_fixed"] == "ngram k=2"
+    router, best, none = (row[k, "concurrency 2"] for k in [("app", "router"), ("vllm", "ngram k=2"), ("vllm", "none")])
+    assert closed["router_vs_best_fixed"] == pytest.approx(router["tokens_per_s"] / best["tokens_per_s"])
+    app_none = row["app", "none", "concurrency 2"]
+    assert closed["app_none_vs_none_ttft_p50_ms"] == pytest.approx(app_none["ttft_p50_ms"] / none["ttft_p50_ms"])
+
+    table = (tmp_path / "peers.md").read_text()
+    assert "| vllm | ngram k=2 | mix | rate 4 |" in table and "router / best fixed" in table
+    assert (tmp_path / "peers.png").stat().st_size > 0 and (tmp_path / "peers_latency.png").stat().st_size > 0
+    assert len(result["runs"]) == 2 and not any(run_processes(run) for run in result["runs"])

@@ -1,9 +1,11 @@
-"""Closed-loop HTTP load: N concurrent streaming OpenAI clients over a list of request bodies."""
+"""HTTP load over a list of request bodies: N concurrent streaming OpenAI clients (closed loop),
+or requests sent at Poisson arrivals whatever the answers take (open loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -93,6 +95,24 @@ async def run_load(
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return results, wall
+
+
+async def run_poisson(
+    base_url: str, bodies: list[dict], rate_per_s: float, headers: dict[str, str] | None = None, seed: int = 0
+) -> tuple[list[RequestResult], float]:
+    """Send every body at exponential gaps of mean 1/`rate_per_s` (seeded, so every arm sees
+    the same arrivals), each on its own stream; returns results and the wall time until the last
+    answer ended."""
+    gaps = random.Random(seed)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=httpx.Limits(max_connections=None)) as client:
+        start = time.perf_counter()
+        tasks = []
+        for body in bodies:
+            tasks.append(asyncio.create_task(stream_request(client, body, headers or {})))
+            await asyncio.sleep(gaps.expovariate(rate_per_s))
+        results = list(await asyncio.gather(*tasks))
         wall = time.perf_counter() - start
     return results, wall
 

@@ -79,7 +79,20 @@ def run(
         row["best_single"] = best["arm"]
         row["tpot_p50_ratio"] = row["tpot_p50_ms"] / base["tpot_p50_ms"]
         row["ttft_p50_ratio"] = row["ttft_p50_ms"] / base["ttft_p50_ms"]
+        if row["arm"] == ROUTER:
+            row["per_class_ceiling"] = per_class_ceiling(same, best["arm"])
     return rows, settled(learning)
+
+
+def per_class_ceiling(same: list[dict], best_single: str) -> float:
+    """The best single method's request-seconds over those of every class on its fastest arm
+    (none included): what choosing the method per class can gain at most where a request's time
+    does not depend on what runs beside it, as at concurrency 1. Above it, only running classes
+    side by side on different pools gains more."""
+    arms = {r["arm"]: r["seconds_per_class"] for r in same if r["arm"] != ROUTER}
+    counts = arms[best_single]
+    fastest = sum(c["requests"] * min(a[cls]["e2e_s"] for a in arms.values()) for cls, c in counts.items())
+    return sum(c["requests"] * c["e2e_s"] for c in counts.values()) / fastest
 
 
 def per_class(results: list) -> dict[str, dict[str, float]]:
@@ -90,6 +103,7 @@ def per_class(results: list) -> dict[str, dict[str, float]]:
         seen.setdefault(r.headers.get("x-request-class"), []).append(r)
     return {
         c: {
+            "requests": len(rs),
             "ttft_s": round(sum(r.ttft_s for r in rs) / len(rs), 3),
             "e2e_s": round(sum(r.e2e_s for r in rs) / len(rs), 3),
         }
@@ -133,6 +147,12 @@ def markdown(rows: list[dict], classes: dict[str, dict]) -> str:
             f"{r['vs_best_single']:.2f}x ({r['best_single']}) | {r['tpot_p50_ms']:.1f} "
             f"({r['tpot_p50_ratio']:.2f}) | {r['ttft_p50_ms']:.0f} ({r['ttft_p50_ratio']:.2f}) | {choices} |"
         )
+    lines += ["", "| conc | router / best single | per-class ceiling / best single |", "|---|---|---|"]
+    lines += [
+        f"| {r['concurrency']} | {r['vs_best_single']:.2f}x | {r['per_class_ceiling']:.2f}x |"
+        for r in rows
+        if r["arm"] == ROUTER
+    ]
     lines += [
         "",
         "| class | router settled on | after requests of the class | requests | explored |",
