@@ -8,10 +8,10 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.config import AutoscalingConfig, AutoscalingContext
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
+from cluster.scrape import samples, scrape
 from serve_app.autoscaling import engine_load
 from serve_app.autoscaling.engine_load import EngineLoad, EngineLoadLogger
 from serve_app.autoscaling.policy import TTFT_P90, WAITING, EngineLoadPolicy
-from serve_app.observability.scrape import samples, scrape
 from tests.helpers import MODEL, PLAIN_POOL, ROOT, wait_until
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cluster.benchmarks.http_load import run_load
-from serve_app.observability.scrape import quiet_pool_counters
+from cluster.scrape import quiet_pool_counters
 from tests.helpers import MODEL, PLAIN_POOL, ROUTED_POOL, replica_processes, wait_until
 
 # k pinned: these tests are about the draft worker, and the spec tuner could set k to 0 on CPU.

@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 
+from cluster.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.config.schema import AppConfig
-from serve_app.observability.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from tests.helpers import CONTROL_AUTH, DRAFT_POOL, MODEL, PLAIN_POOL, ROUTED_POOL, local_args, wait_until
 
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from cluster.benchmarks import report, workloads
 from cluster.benchmarks.http_load import run_load, summarize
+from cluster.scrape import quiet_pool_counters
 from serve_app.check import load_apps
 from serve_app.config.placement import memory_moved_off_target
-from serve_app.observability.scrape import quiet_pool_counters
 
 
 def _pool_deltas(before: dict[str, float], after: dict[str, float]) -> dict:
