@@ -42,3 +42,23 @@ def test_broadcast_calls_a_method_by_name_on_a_deployments_replicas():
     (tests/test_http.py checks that every replica's cache is emptied)."""
     params = list(inspect.signature(ray_llm.broadcast).parameters)
     assert params[:2] == ["handle", "method_name"]
+
+
+def test_the_ingress_methods_spec_ingress_overrides_keep_their_signatures_and_call_order():
+    """SpecIngress overrides three private methods of OpenAiIngress: it routes in
+    `_process_llm_request` and hands the pool over to `_get_configured_serve_handle`, which the
+    base class must still call (from `_get_response`, which `_process_llm_request` calls) to
+    reach the model's deployment."""
+    from ray.serve.llm.ingress import OpenAiIngress
+
+    params = {
+        name: list(inspect.signature(getattr(OpenAiIngress, name)).parameters)
+        for name in ("_process_llm_request", "_get_configured_serve_handle", "_get_model_id")
+    }
+    assert params == {
+        "_process_llm_request": ["self", "body", "call_method", "raw_request"],
+        "_get_configured_serve_handle": ["self", "model_id"],
+        "_get_model_id": ["self", "model"],
+    }
+    assert "self._get_response(" in inspect.getsource(OpenAiIngress._process_llm_request)
+    assert "self._get_configured_serve_handle(model_id)" in inspect.getsource(OpenAiIngress._get_response)
