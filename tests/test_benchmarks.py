@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from cluster.benchmarks.http_load import RequestResult, summarize
-from tests.helpers import CONTROL_KEY, CONTROL_KEY_ENV
 
 
 def test_summary_counts_tokens_per_second_and_time_per_output_token():
@@ -33,15 +32,12 @@ def test_per_class_ceiling_puts_each_class_on_its_fastest_arm_none_included():
     assert per_class_ceiling(same, "draft_model") == pytest.approx(2.0)
 
 
-def test_peers_smoke_run_reports_every_section_from_its_measurements_and_leaves_no_process(
-    serve_app, tmp_path, monkeypatch
-):
+def test_peers_smoke_run_reports_every_section_from_its_measurements_and_leaves_no_process(serve_app, tmp_path):
     """The side-by-side benchmark against the running app and vLLM's own server, tiny: every arm
     at a closed-loop and a Poisson load, ratios computed from the rows, the peers' processes gone."""
     from cluster.benchmarks import peers
     from cluster.processes import run_processes
 
-    monkeypatch.setenv(CONTROL_KEY_ENV, CONTROL_KEY)
     # Two requests of 8 tokens per arm and load; one vLLM server per configuration, in turn.
     argv = ["--app-url", serve_app, "--systems", "app,vllm", "--methods", "none,ngram", "--ngram-k", "2"]
     argv += ["--concurrency", "2", "--rates", "4", "--requests", "2", "--max-tokens", "8"]

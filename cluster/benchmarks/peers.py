@@ -23,7 +23,9 @@ configuration at the same workload and load, and with the peer's none.
 Load: closed-loop concurrency (`--concurrency`) and Poisson arrivals (`--rates`, requests/s).
 Workloads: `mix` (the router's mix, no class hints) and the testbed's kinds (`--workloads`).
 Greedy unless `--temperature`. Within a system the arms take turns in every round, in an order
-rotated per round; each round draws new prompts, so no engine finds them in its prefix cache.
+rotated per round. Every load, workload and round draws new prompts, the same in every system,
+and every arm has engines of its own, so each engine sees each prompt once and prefix caching
+serves what the prompts share alike in all systems.
 Writes DIR/peers.{json,md}, DIR/peers.png (tokens/s against concurrency) and
 DIR/peers_latency.png (TTFT and TPOT per request, by arm).
 """
@@ -31,10 +33,10 @@ DIR/peers_latency.png (TTFT and TPOT per request, by arm).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -48,13 +50,13 @@ from pathlib import Path
 import httpx
 
 from cluster.benchmarks import report
-from cluster.benchmarks.http_load import RequestResult, reset_prefix_cache, run_load, run_poisson, summarize
+from cluster.benchmarks.http_load import RequestResult, run_load, run_poisson, summarize
 from cluster.benchmarks.workloads import mixed, of_kind
 from cluster.processes import RUN_ID_ENV, kill_run
+from cluster.scrape import samples
 from serve_app.check import load_apps
 from serve_app.config.architecture import resolve_source
 from serve_app.llm_configs import DEFAULT_CPU_KVCACHE_GIB
-from serve_app.observability.scrape import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -87,11 +89,10 @@ class PeerEngine:
 
 @dataclass
 class Stage:
-    """Arms served together: the system is up at `url` and `reset()` empties its prefix caches."""
+    """Arms served together while the system is up at `url`."""
 
     url: str
     arms: list[Arm]
-    reset: Callable[[], None] = lambda: None
     runs: list[str] = field(default_factory=list)  # run ids of the processes it started
 
 
@@ -143,28 +144,28 @@ def _wait_healthy(url: str, proc: subprocess.Popen, what: str, log: Path) -> Non
 
 
 @contextmanager
-def app_stage(model: str, app_url: str | None, control_key: str | None, logs: Path) -> Iterator[Stage]:
+def app_stage(model: str, app_url: str | None, logs: Path) -> Iterator[Stage]:
     """The app from `scripts/run_local.sh`, ended with SIGTERM as a user's Ctrl-C would (it
     drains, then ends its run); or the one already at `app_url`."""
     arms = [Arm("app", "router", model), Arm("app", "none", model, {"x-spec-method": "none"})]
     if app_url is not None:
-        yield Stage(app_url, arms, partial(reset_prefix_cache, app_url, model, control_key))
+        yield Stage(app_url, arms)
         return
-    run_id, key = f"peers-app-{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(24)
+    run_id = f"peers-app-{uuid.uuid4().hex[:8]}"
     log = logs / "peers_app.log"
     url = "http://127.0.0.1:8000"
     with log.open("w") as out:
         proc = subprocess.Popen(
             ["bash", "scripts/run_local.sh"],
             cwd=ROOT,
-            env=_run_env(run_id, SPECSERVE_CONTROL_KEY=key),
+            env=_run_env(run_id),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
             _wait_healthy(url, proc, "the app", log)
-            yield Stage(url, arms, partial(reset_prefix_cache, url, model, key), [run_id])
+            yield Stage(url, arms, [run_id])
         finally:
             proc.terminate()
             try:
@@ -291,12 +292,16 @@ def measure_stage(stage: Stage, plan: dict, collected: dict, tick: Callable[[str
     warm = workload_bodies("mix", 3, plan["max_tokens"], seed=1, temperature=plan["temperature"])
     for arm in stage.arms:  # engine caches, first-use compilation
         send(stage.url, arm, warm, ("concurrency", 3), 0)
+    # New prompts for every load, workload and round, the same in every system: each engine sees
+    # them once, so prefix caching serves what repeats across them alike everywhere.
+    seeds = itertools.count(100)
     for load in plan["loads"]:
         for workload in plan["workloads"]:
             for r in range(plan["rounds"]):
-                bodies = workload_bodies(workload, plan["requests"], plan["max_tokens"], 100 + r, plan["temperature"])
+                bodies = workload_bodies(
+                    workload, plan["requests"], plan["max_tokens"], next(seeds), plan["temperature"]
+                )
                 for arm in stage.arms[r % len(stage.arms) :] + stage.arms[: r % len(stage.arms)]:
-                    stage.reset()
                     before = spec_counters(stage.url) if arm.system == "vllm" else None
                     results, wall = send(stage.url, arm, bodies, load, seed=r)
                     after = spec_counters(stage.url) if before is not None else None
@@ -417,9 +422,8 @@ def plot_latency(out: Path, rows: list[dict]) -> Path:
 
 
 def stages_of(args, engines: list[PeerEngine]) -> list[tuple[str, Callable[[], AbstractContextManager[Stage]]]]:
-    key = None if args.app_url is None else report.control_key(args)
     makers: dict[str, list] = {
-        "app": [partial(app_stage, args.model, args.app_url, key, args.out)],
+        "app": [partial(app_stage, args.model, args.app_url, args.out)],
         "ray_serve_llm": [partial(ray_serve_llm_stage, engines, args.peer_port, args.out)],
         "vllm": [partial(vllm_stage, e, args.peer_port, args.out) for e in engines],
     }
