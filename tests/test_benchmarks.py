@@ -55,7 +55,9 @@ def test_peers_smoke_run_reports_every_section_from_its_measurements_and_leaves_
     row = {(r["system"], r["arm"], r["load"]): r for r in result["rows"]}
     [closed] = [c for c in result["comparisons"] if c["load"] == "concurrency 2"]
     assert closed["peer"] == "vllm" and closed["best_fixed"] == "ngram k=2"
-    router, best, none = (row[k, "concurrency 2"] for k in [("app", "router"), ("vllm", "ngram k=2"), ("vllm", "none")])
+    router, best, none = (
+        row[s, a, "concurrency 2"] for s, a in [("app", "router"), ("vllm", "ngram k=2"), ("vllm", "none")]
+    )
     assert closed["router_vs_best_fixed"] == pytest.approx(router["tokens_per_s"] / best["tokens_per_s"])
     app_none = row["app", "none", "concurrency 2"]
     assert closed["app_none_vs_none_ttft_p50_ms"] == pytest.approx(app_none["ttft_p50_ms"] / none["ttft_p50_ms"])

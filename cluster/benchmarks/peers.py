@@ -37,6 +37,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -125,8 +126,8 @@ def peer_engines(local_config: Path, methods: list[str], ngram_ks: list[int], dr
     ]
 
 
-def _run_env(run_id: str, **extra: str) -> dict[str, str]:
-    return {**os.environ, RUN_ID_ENV: run_id, "VLLM_CPU_KVCACHE_SPACE": DEFAULT_CPU_KVCACHE_GIB, **extra}
+def _run_env(run_id: str) -> dict[str, str]:
+    return {**os.environ, RUN_ID_ENV: run_id, "VLLM_CPU_KVCACHE_SPACE": DEFAULT_CPU_KVCACHE_GIB}
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, what: str, log: Path) -> None:
@@ -176,7 +177,7 @@ def app_stage(model: str, app_url: str | None, logs: Path) -> Iterator[Stage]:
 
 
 @contextmanager
-def ray_serve_llm_stage(engines: list[PeerEngine], port: int, logs: Path) -> Iterator[Stage]:
+def ray_serve_llm_stage(engines: list[PeerEngine], port: int) -> Iterator[Stage]:
     """Every configuration as one model of one `build_openai_app`, on a Ray head of its own."""
     import ray
     from ray import serve
@@ -250,8 +251,6 @@ def vllm_stage(engine: PeerEngine, port: int, logs: Path) -> Iterator[Stage]:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -424,7 +423,7 @@ def plot_latency(out: Path, rows: list[dict]) -> Path:
 def stages_of(args, engines: list[PeerEngine]) -> list[tuple[str, Callable[[], AbstractContextManager[Stage]]]]:
     makers: dict[str, list] = {
         "app": [partial(app_stage, args.model, args.app_url, args.out)],
-        "ray_serve_llm": [partial(ray_serve_llm_stage, engines, args.peer_port, args.out)],
+        "ray_serve_llm": [partial(ray_serve_llm_stage, engines, args.peer_port)],
         "vllm": [partial(vllm_stage, e, args.peer_port, args.out) for e in engines],
     }
     return [(system, maker) for system in args.systems.split(",") for maker in makers[system]]
