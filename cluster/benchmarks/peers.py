@@ -430,7 +430,7 @@ def stages_of(args, engines: list[PeerEngine]) -> list[tuple[str, Callable[[], A
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = report.parser(__doc__)
+    parser = report.parser(__doc__, "methods", "concurrency")
     parser.add_argument("--systems", default="app,ray_serve_llm,vllm", help="comma-separated, run in this order")
     parser.add_argument("--app-url", help="use the app already serving here instead of starting it")
     parser.add_argument("--peer-port", type=int, default=8100, help="where each peer listens")

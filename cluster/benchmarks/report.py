@@ -12,25 +12,34 @@ from pathlib import Path
 _START = time.monotonic()
 
 
-def parser(doc: str, methods: bool = True, concurrency: bool = True) -> argparse.ArgumentParser:
-    """The options every benchmark takes; `--methods` and `--concurrency` only where it reads them."""
+# Options several benchmarks read; each asks `parser` for the ones it reads, so none is taken and ignored.
+_OPTIONS = {
+    "base_url": (("--base-url",), {"default": "http://127.0.0.1:8000", "help": "the running app"}),
+    "methods": (
+        ("--methods",),
+        {"default": "none,ngram,draft_model,remote_draft", "help": "comma-separated; must include none"},
+    ),
+    "concurrency": (("--concurrency",), {"default": "1,8", "help": "comma-separated"}),
+    "control_key": (
+        ("--control-key-file",),
+        {
+            "type": Path,
+            "default": Path(".cache/control_key"),
+            "help": "the app's control key (scripts/run_local.sh writes it here); $SPECSERVE_CONTROL_KEY wins",
+        },
+    ),
+}
+
+
+def parser(doc: str, *options: str) -> argparse.ArgumentParser:
+    """--model, --max-tokens and --out, plus the `options` of `_OPTIONS` the benchmark reads."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base-url", default="http://127.0.0.1:8000")
     p.add_argument("--model", default="tiny-llama")
-    if methods:
-        p.add_argument(
-            "--methods", default="none,ngram,draft_model,remote_draft", help="comma-separated; must include none"
-        )
-    if concurrency:
-        p.add_argument("--concurrency", default="1,8", help="comma-separated")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("bench-results"))
-    p.add_argument(
-        "--control-key-file",
-        type=Path,
-        default=Path(".cache/control_key"),
-        help="the app's control key (scripts/run_local.sh writes it here); $SPECSERVE_CONTROL_KEY wins",
-    )
+    for option in options:
+        flags, kwargs = _OPTIONS[option]
+        p.add_argument(*flags, **kwargs)
     return p
 
 

@@ -166,7 +166,7 @@ def markdown(rows: list[dict], classes: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = report.parser(__doc__)
+    parser = report.parser(__doc__, "base_url", "methods", "concurrency", "control_key")
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=30, help="requests the router may learn from first")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved passes of every arm per concurrency")

@@ -163,7 +163,7 @@ def plot(out, result: dict) -> None:
 
 
 def main() -> None:
-    p = report.parser(__doc__, methods=False)
+    p = report.parser(__doc__, "base_url", "concurrency")
     p.add_argument("--duration-s", type=float, default=300)
     p.add_argument("--bad-share", type=float, default=0.2, help="share of requests that are bad")
     p.set_defaults(concurrency="16")

@@ -142,7 +142,7 @@ def memory_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = report.parser(__doc__)
+    parser = report.parser(__doc__, "base_url", "methods", "concurrency")
     parser.add_argument("--metrics-url", default="http://127.0.0.1:8080/metrics")
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument(

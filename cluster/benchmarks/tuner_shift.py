@@ -297,7 +297,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = report.parser(__doc__, methods=False, concurrency=False)
+    parser = report.parser(__doc__, "base_url")
     parser.set_defaults(max_tokens=96)
     parser.add_argument("--method", default="remote_draft", choices=["ngram", "remote_draft"])
     parser.add_argument("--pool", default="routed")
