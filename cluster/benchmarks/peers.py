@@ -130,18 +130,28 @@ def _run_env(run_id: str) -> dict[str, str]:
     return {**os.environ, RUN_ID_ENV: run_id, "VLLM_CPU_KVCACHE_SPACE": DEFAULT_CPU_KVCACHE_GIB}
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, what: str, log: Path) -> None:
-    deadline = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was up; see {log}")
+def _wait_for(ready: Callable[[], bool], what: str, interval_s: float, deadline: float | None = None) -> None:
+    """Poll `ready` until it is true; a server not listening yet is not an error, the deadline is
+    (`deadline` on the monotonic clock, START_DEADLINE_S from now by default)."""
+    deadline = deadline if deadline is not None else time.monotonic() + START_DEADLINE_S
+    while True:
         try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+            if ready():
                 return
         except httpx.HTTPError:
             pass  # not listening yet
-        time.sleep(2)
-    raise TimeoutError(f"{what} was not healthy at {url}/health after {START_DEADLINE_S:.0f} s; see {log}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} was not ready within {START_DEADLINE_S:.0f} s")
+        time.sleep(interval_s)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, what: str, log: Path) -> None:
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was up; see {log}")
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+
+    _wait_for(healthy, f"{what} at {url}/health (see {log})", interval_s=2)
 
 
 @contextmanager
@@ -219,16 +229,13 @@ def _wait_models(url: str, models: list[str]) -> None:
     """Ray Serve LLM is ready when every model answers a completion (its proxy answers before)."""
     deadline = time.monotonic() + START_DEADLINE_S
     for model in models:
-        while True:
-            try:
-                body = {"model": model, "prompt": "a", "max_tokens": 1}
-                if httpx.post(f"{url}/v1/completions", json=body, timeout=60).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Ray Serve LLM's model {model} did not answer within {START_DEADLINE_S:.0f} s")
-            time.sleep(5)
+        body = {"model": model, "prompt": "a", "max_tokens": 1}
+        _wait_for(
+            lambda body=body: httpx.post(f"{url}/v1/completions", json=body, timeout=60).status_code == 200,
+            f"Ray Serve LLM's model {model}",
+            interval_s=5,
+            deadline=deadline,
+        )
 
 
 @contextmanager
