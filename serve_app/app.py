@@ -13,8 +13,8 @@ from serve_app.ingress import errors
 from serve_app.ingress.access import AccessMiddleware
 from serve_app.ingress.admission import AdmissionMiddleware
 from serve_app.ingress.openai_ingress import ENDPOINTS, SpecIngress
-from serve_app.ingress.ray_llm import new_ingress_app, to_model_metadata
 from serve_app.llm_configs import build_draft_llm_config, build_llm_config, deployment_name
+from serve_app.ray_llm_seam import new_ingress_app, to_model_metadata
 from serve_app.target.server import TargetServer
 from serve_app.tuner.spec_tuner import SpecTuner
 

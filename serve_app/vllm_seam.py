@@ -1,5 +1,5 @@
 """The one place this project reaches into engine internals that vLLM and Ray Serve LLM do not
-publish (the ingress's reach into Ray Serve LLM is `ingress/ray_llm.py`): what the routed
+publish (the ingress's reach into Ray Serve LLM is `ray_llm_seam.py`): what the routed
 proposer reads from vLLM's model runner, how it builds vLLM's n-gram lookup, and how the draft
 worker gets at the engine client behind Ray's `LLMServer`. `tests/test_vllm_seam.py` pins each
 against the installed versions, so an upgrade that moves one fails there, not at run time.

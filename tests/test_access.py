@@ -12,7 +12,7 @@ import pytest
 
 from serve_app.config.schema import AccessConfig
 from serve_app.ingress.access import AccessMiddleware, check
-from serve_app.ingress.ray_llm import new_ingress_app
+from serve_app.ray_llm_seam import new_ingress_app
 
 API, CONTROL = "api-key-1", "control-key-1"
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from serve_app.config.schema import AppConfig, OverloadConfig, format_validation_error
 from serve_app.ingress.admission import AdmissionMiddleware
-from serve_app.ingress.ray_llm import new_ingress_app
+from serve_app.ray_llm_seam import new_ingress_app
 from tests.helpers import local_args
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from serve_app.ingress import errors
-from serve_app.ingress.ray_llm import OpenAIHTTPException, new_ingress_app
+from serve_app.ray_llm_seam import OpenAIHTTPException, new_ingress_app
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,14 @@ from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 
 from serve_app.autoscaling.engine_load import ReportsEngineLoad
+from serve_app.engine import AppEngine
 from serve_app.observability import metrics
 from serve_app.vllm_seam import engine_client
 
 
 class DraftServer(ReportsEngineLoad, LLMServer):
+    _default_engine_cls = AppEngine
+
     async def propose(self, contexts: list[np.ndarray], ks: list[int]) -> list[list[int]]:
         """Greedy continuations of k tokens, one per context."""
         start = time.perf_counter()

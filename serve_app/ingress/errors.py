@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from serve_app.ingress.ray_llm import OpenAIHTTPException
+from serve_app.ray_llm_seam import OpenAIHTTPException
 
 # OpenAI's error types for the statuses Starlette raises (openai-python maps statuses the same way).
 STATUS_TYPES = {400: "BadRequestError", 404: "NotFoundError", 405: "BadRequestError"}

@@ -28,9 +28,9 @@ from vllm.entrypoints.generate.base.protocol import StreamOptions
 
 from serve_app.config.schema import AppConfig, ModelConfig
 from serve_app.ingress import access
-from serve_app.ingress.ray_llm import ModelList, OpenAIHTTPException, broadcast
 from serve_app.observability import metrics
 from serve_app.proposer.request_spec import CLASS_KEY, RequestSpec
+from serve_app.ray_llm_seam import ModelList, OpenAIHTTPException, broadcast
 from serve_app.router import route as routing
 from serve_app.router.chooser import Policy
 from serve_app.router.route import CLASS_HEADER, METHOD_HEADER, POOL_HEADER, Route

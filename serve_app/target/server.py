@@ -13,6 +13,7 @@ from ray.serve.llm import LLMConfig, LLMServer
 
 from serve_app.autoscaling.engine_load import ENGINE_LOAD, ReportsEngineLoad
 from serve_app.config.schema import DraftWorkerConfig, TunerConfig
+from serve_app.engine import AppEngine
 from serve_app.observability import metrics
 from serve_app.observability.engine_steps import ENGINE_STEPS
 from serve_app.proposer.request_spec import CLASS_KEY, DEFAULT_CLASS
@@ -40,6 +41,8 @@ class TargetServer(ReportsEngineLoad, LLMServer):
     pool of a model shares the model name, so each replica publishes an info gauge mapping its
     ReplicaId to its pool and speculation method (join on ReplicaId in PromQL).
     """
+
+    _default_engine_cls = AppEngine
 
     async def __init__(
         self,
