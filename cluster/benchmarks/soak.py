@@ -5,11 +5,14 @@
 Every client loops until the time is up. A good request (the testbed's mixed workload, streamed)
 must end with a finish reason and tokens; a bad one (broken JSON, invalid UTF-8, an unknown
 model, a negative max_tokens, an unknown method header, a body over the size limit) must get
-its 4xx in the OpenAI error shape. Every 10 s it samples the resident memory of the app's
-processes (Ray's and vLLM's, found by their command lines) and their count. Writes
-DIR/soak.json, DIR/soak.md and DIR/soak.png (memory and completed requests over time); exits
-non-zero if a good request failed, a bad one got another answer, or processes were left over
-or gone.
+its 4xx in the OpenAI error shape. Every 10 s it samples each of the app's processes (Ray's
+and vLLM's, found by their command lines): its private memory (USS: pages only it holds, so
+shared libraries count once) under a name that says which replica or daemon it is. Memory is
+judged after a warm-up (a third of the run unless --warmup-s): the least-squares slope of each
+process's memory, summed, must stay under --max-mib-per-hour. Writes DIR/soak.json, DIR/soak.md
+(with a row per process) and DIR/soak.png (memory, its change per process, and completed
+requests over time); exits non-zero if a good request failed, a bad one got another answer,
+memory grew past the bound, or processes were left over or gone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import sys
 import time
 
@@ -28,6 +32,8 @@ from cluster.benchmarks.http_load import RequestFailed, stream_request
 
 APP_PROCESS_MARKERS = ("ServeReplica:", "ServeController", "ProxyActor", "EngineCore", "VLLM", "raylet", "gcs_server")
 SAMPLE_S = 10.0
+# The deployment in a replica's title; Ray appends the method it runs (".handle_request...").
+REPLICA_NAME = re.compile(r"ServeReplica:[^:\s]*:([\w-]+)")
 
 
 def bad_requests(model: str) -> list[tuple[str, bytes, dict, int]]:
@@ -52,18 +58,56 @@ def app_processes() -> list[psutil.Process]:
     return out
 
 
-def rss_gib(procs: list[psutil.Process]) -> float:
-    total = 0
+def role(proc: psutil.Process) -> str:
+    """A name that stays the same for one process across samples: the Serve replica or Ray
+    daemon it is, and an engine process named after the replica that spawned it."""
+    cmdline = " ".join(proc.cmdline())
+    if replica := REPLICA_NAME.search(cmdline):
+        name = replica.group(1)
+    else:
+        name = next(m for m in APP_PROCESS_MARKERS if m in cmdline).rstrip(":")
+    if "EngineCore" in cmdline or "VLLM" in cmdline:
+        parent = proc.parent()
+        parent_line = " ".join(parent.cmdline()) if parent else ""
+        owner = REPLICA_NAME.search(parent_line)
+        name = f"{owner.group(1) if owner else 'unowned'} engine"
+    return f"{name} [{proc.pid}]"
+
+
+def private_mib(procs: list[psutil.Process]) -> dict[str, float]:
+    """Each process's unique set size: pages only it holds, so shared libraries and the shared
+    object store are not counted once per process, and a leak shows where it is."""
+    out = {}
     for proc in procs:
         try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
+            out[role(proc)] = round(proc.memory_full_info().uss / 2**20, 1)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total / 2**30
+    return out
+
+
+def growth(samples: list[dict], warmup_s: float) -> dict[str, dict]:
+    """Per process, after the warm-up: MiB gained from the first sample past it to the last, and
+    the least-squares slope in MiB per hour."""
+    steady = [s for s in samples if s["t_s"] >= warmup_s]
+    out = {}
+    for name in steady[0]["private_mib"] if len(steady) >= 2 else []:
+        points = [(s["t_s"], s["private_mib"][name]) for s in steady if name in s["private_mib"]]
+        t_mean = sum(t for t, _ in points) / len(points)
+        m_mean = sum(m for _, m in points) / len(points)
+        var = sum((t - t_mean) ** 2 for t, _ in points)
+        slope = sum((t - t_mean) * (m - m_mean) for t, m in points) / var if var else 0.0
+        out[name] = {
+            "start_mib": points[0][1],
+            "end_mib": points[-1][1],
+            "gained_mib": round(points[-1][1] - points[0][1], 1),
+            "mib_per_hour": round(slope * 3600, 1),
+        }
+    return out
 
 
 async def soak(
-    base_url: str, model: str, duration_s: float, concurrency: int, max_tokens: int, bad_share: float
+    base_url: str, model: str, duration_s: float, concurrency: int, max_tokens: int, bad_share: float, warmup_s: float
 ) -> dict:
     good_bodies = itertools.cycle({**b, "model": model} for b in workloads.mixed(200, max_tokens))
     bad = itertools.cycle(bad_requests(model))
@@ -110,15 +154,21 @@ async def soak(
         start = time.monotonic()
         while time.monotonic() < end + SAMPLE_S:
             procs = app_processes()
+            private = await asyncio.to_thread(private_mib, procs)
             samples.append(
                 {
                     "t_s": round(time.monotonic() - start, 1),
-                    "rss_gib": round(rss_gib(procs), 3),
+                    "private_mib": private,
+                    "private_gib": round(sum(private.values()) / 1024, 3),
                     "processes": len(procs),
                     "good_ok": tally["good_ok"],
                 }
             )
-            report.progress(f"soak {samples[-1]}")
+            left = max(0.0, end - time.monotonic())
+            report.progress(
+                f"soak: {samples[-1]['good_ok']} answered, private memory {samples[-1]['private_gib']} GiB "
+                f"in {len(procs)} processes, {left:.0f} s left"
+            )
             await asyncio.sleep(SAMPLE_S)
 
     before = {p.pid for p in app_processes()}
@@ -136,9 +186,11 @@ async def soak(
         "processes_after": len(after),
         "processes_gone": len(before - after),
         "processes_new": len(after - before),
-        "rss_gib_first": samples[0]["rss_gib"],
-        "rss_gib_max": max(s["rss_gib"] for s in samples),
-        "rss_gib_last": samples[-1]["rss_gib"],
+        "warmup_s": warmup_s,
+        "private_gib_first": samples[0]["private_gib"],
+        "private_gib_max": max(s["private_gib"] for s in samples),
+        "private_gib_last": samples[-1]["private_gib"],
+        "growth_after_warmup": growth(samples, warmup_s),
         "samples": samples,
         "failures": failures[:20],
     }
@@ -150,41 +202,80 @@ def plot(out, result: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = [s["t_s"] for s in result["samples"]]
-    fig, (mem, done) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    mem.plot(t, [s["rss_gib"] for s in result["samples"]], marker=".")
-    mem.set_ylabel("app RSS (GiB)")
-    done.plot(t, [s["good_ok"] for s in result["samples"]], marker=".")
+    samples = result["samples"]
+    t = [s["t_s"] for s in samples]
+    fig, (total, each, done) = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+    total.plot(t, [s["private_gib"] for s in samples], marker=".")
+    total.set_ylabel("private memory, all (GiB)")
+    for name in samples[0]["private_mib"]:
+        points = [(s["t_s"], s["private_mib"][name]) for s in samples if name in s["private_mib"]]
+        each.plot([p[0] for p in points], [p[1] - points[0][1] for p in points], label=name)
+    each.set_ylabel("change per process (MiB)")
+    each.legend(fontsize=5, ncol=2)
+    for ax in (total, each):
+        ax.axvline(result["warmup_s"], color="grey", linestyle=":")
+    done.plot(t, [s["good_ok"] for s in samples], marker=".")
     done.set_ylabel("good requests done")
     done.set_xlabel("seconds")
-    mem.set_title(f"soak: concurrency {result['concurrency']}, {result['duration_s']:.0f} s")
+    total.set_title(f"soak: concurrency {result['concurrency']}, {result['duration_s']:.0f} s (dotted: end of warm-up)")
     fig.savefig(out / "soak.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    rows = [
+        "| good answered | good failed | bad refused right | bad answered wrong | 429 "
+        "| private memory first / max / last (GiB) | after warm-up: gained (MiB), slope (MiB/h) "
+        "| processes before / after |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {result['good_ok']} | {result['good_failed']} | {result['bad_ok']} | {result['bad_wrong']} | "
+        f"{result['refused_429']} | {result['private_gib_first']:.2f} / {result['private_gib_max']:.2f} / "
+        f"{result['private_gib_last']:.2f} | {result['gained_mib']:+.0f}, {result['mib_per_hour']:+.0f} | "
+        f"{result['processes_before']} / {result['processes_after']} |",
+        "",
+        f"Per process after the warm-up ({result['warmup_s']:.0f} s), largest slope first:",
+        "",
+        "| process | private MiB at warm-up end / last | gained MiB | slope MiB/h |",
+        "|---|---|---|---|",
+    ]
+    by_slope = sorted(result["growth_after_warmup"].items(), key=lambda kv: -kv[1]["mib_per_hour"])
+    rows += [
+        f"| {name} | {g['start_mib']:.0f} / {g['end_mib']:.0f} | {g['gained_mib']:+.1f} | {g['mib_per_hour']:+.1f} |"
+        for name, g in by_slope
+    ]
+    return "\n".join(rows) + "\n"
 
 
 def main() -> None:
     p = report.parser(__doc__, "base_url", "concurrency")
     p.add_argument("--duration-s", type=float, default=300)
     p.add_argument("--bad-share", type=float, default=0.2, help="share of requests that are bad")
+    p.add_argument(
+        "--warmup-s", type=float, help="memory growth is judged after this (default: a third of the duration)"
+    )
+    p.add_argument(
+        "--max-mib-per-hour",
+        type=float,
+        default=256,
+        help="fail when the app's private memory, summed over its processes, grows faster after the warm-up",
+    )
     p.set_defaults(concurrency="16")
     args = p.parse_args()
+    warmup_s = args.duration_s / 3 if args.warmup_s is None else args.warmup_s
     result = asyncio.run(
-        soak(args.base_url, args.model, args.duration_s, int(args.concurrency), args.max_tokens, args.bad_share)
+        soak(
+            args.base_url, args.model, args.duration_s, int(args.concurrency), args.max_tokens, args.bad_share, warmup_s
+        )
     )
-    table = "\n".join(
-        [
-            "| good answered | good failed | bad refused right | bad answered wrong | 429 "
-            "| app RSS first / max / last (GiB) | processes before / after |",
-            "|---|---|---|---|---|---|---|",
-            f"| {result['good_ok']} | {result['good_failed']} | {result['bad_ok']} | {result['bad_wrong']} | "
-            f"{result['refused_429']} | {result['rss_gib_first']:.2f} / {result['rss_gib_max']:.2f} / "
-            f"{result['rss_gib_last']:.2f} | {result['processes_before']} / {result['processes_after']} |",
-            "",
-        ]
-    )
-    report.write(args.out, "soak", result, table)
+    per_process = result["growth_after_warmup"].values()
+    result["gained_mib"] = round(sum(g["gained_mib"] for g in per_process), 1)
+    result["mib_per_hour"] = round(sum(g["mib_per_hour"] for g in per_process), 1)
+    result["bounded"] = result["mib_per_hour"] <= args.max_mib_per_hour
+    report.write(args.out, "soak", result, markdown(result))
     plot(args.out, result)
-    ok = not (result["good_failed"] or result["bad_wrong"] or result["processes_gone"] or result["processes_new"])
+    ok = result["bounded"] and not (
+        result["good_failed"] or result["bad_wrong"] or result["processes_gone"] or result["processes_new"]
+    )
     sys.exit(0 if ok else 1)
 
 
