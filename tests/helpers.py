@@ -53,9 +53,16 @@ def pool_of(args: dict, name: str) -> dict:
 
 def replica_processes(title: str) -> list[psutil.Process]:
     """A Serve replica's process (found by its title, e.g. `ServeReplica:specserve:spec-tuner`)
-    and its vLLM EngineCore and worker: what a lost node or an OOM kill takes down."""
+    and its vLLM engine processes: what a lost node or an OOM kill takes down."""
     [replica] = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
     return [replica, *replica.children(recursive=True)]
+
+
+def complete(openai_client, headers: dict | None = None, **params):
+    """A greedy /v1/completions call to the test model; the raw response, whose headers say
+    where the router sent it (`.parse()` is the completion)."""
+    body = {"model": MODEL, "temperature": 0.0, **params}
+    return openai_client.completions.with_raw_response.create(extra_headers=headers or {}, **body)
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from cluster.benchmarks.http_load import run_load
 from cluster.scrape import quiet_pool_counters
-from tests.helpers import MODEL, PLAIN_POOL, ROUTED_POOL, replica_processes, wait_until
+from tests.helpers import MODEL, PLAIN_POOL, ROUTED_POOL, complete, replica_processes, wait_until
 
 # k pinned: these tests are about the draft worker, and the spec tuner could set k to 0 on CPU.
 REMOTE = {"x-spec-method": "remote_draft", "x-spec-k": "4"}
@@ -24,19 +24,10 @@ DRAFT_REPLICA_TITLE = "ServeReplica:specserve:draft-tiny-llama-tiny-draft"
 PROMPT = "def parse_header(line):\n    key, _, value = line.partition(':')\n"
 
 
-def _complete(openai_client, headers: dict, max_tokens: int = 48, prompt: str = PROMPT) -> str:
-    return (
-        openai_client.completions.create(
-            model=MODEL,
-            prompt=prompt,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            extra_headers=headers,
-            extra_body={"ignore_eos": True},
-        )
-        .choices[0]
-        .text
-    )
+def _text(openai_client, headers: dict, max_tokens: int = 48, prompt: str = PROMPT) -> str:
+    """The text of a completion that runs its full length (no early end of sequence)."""
+    raw = complete(openai_client, headers, prompt=prompt, max_tokens=max_tokens, extra_body={"ignore_eos": True})
+    return raw.parse().choices[0].text
 
 
 def _routed_counters(ray_cluster) -> dict[str, float]:
@@ -51,15 +42,15 @@ def test_remote_drafts_are_lossless_and_accepted(openai_client, ray_cluster):
     # The first remote-draft request after the app starts pays the draft engine's one-time costs
     # (its first prefill and decode shapes), which can pass the 200 ms deadline on two shared
     # cores (seen once in CI: 29 fallbacks); what is asserted below is the steady state.
-    _complete(openai_client, REMOTE, prompt="import os\n")
-    expected = _complete(openai_client, PLAIN)
+    _text(openai_client, REMOTE, prompt="import os\n")
+    expected = _text(openai_client, PLAIN)
     fallbacks = []
     # One late call on a busy CI host (a GC pause, an engine starting) skips the worker for
     # retry_after_s: a run of fallbacks. Losslessness holds on every attempt; a request drafted
     # without any fallback must happen within a few, or the deadline does not fit this host.
     for _ in range(3):
         before = _routed_counters(ray_cluster)
-        assert _complete(openai_client, REMOTE) == expected
+        assert _text(openai_client, REMOTE) == expected
         delta = _delta(before, _routed_counters(ray_cluster))
         assert delta["draft_calls"] > 0
         # vLLM's own counters of the target engine: the remote drafts were verified and accepted.
@@ -93,7 +84,7 @@ def test_one_draft_call_per_step_carries_every_request(serve_app, ray_cluster):
 
 @pytest.mark.disrupts_app
 def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray_cluster):
-    expected = _complete(openai_client, PLAIN, max_tokens=400)
+    expected = _text(openai_client, PLAIN, max_tokens=400)
     before = _routed_counters(ray_cluster)
     draft_worker = replica_processes(DRAFT_REPLICA_TITLE)
     text, killed = [], False
@@ -127,7 +118,7 @@ def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray
     resumed = _routed_counters(ray_cluster)
 
     def drafting_again():
-        _complete(openai_client, REMOTE)
+        _text(openai_client, REMOTE)
         return _delta(resumed, _routed_counters(ray_cluster))["draft_calls"] > 0
 
     wait_until(drafting_again, 120, "remote drafts to resume", interval_s=0)

@@ -13,7 +13,7 @@ import pytest
 from cluster.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.config.schema import AppConfig
-from tests.helpers import CONTROL_AUTH, DRAFT_POOL, MODEL, PLAIN_POOL, ROUTED_POOL, local_args, wait_until
+from tests.helpers import CONTROL_AUTH, DRAFT_POOL, MODEL, PLAIN_POOL, ROUTED_POOL, complete, local_args, wait_until
 
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
 # method -> the pool of configs/local.yaml that runs it
@@ -22,10 +22,10 @@ POOL_OF = {"none": PLAIN_POOL, "ngram": ROUTED_POOL, "draft_model": DRAFT_POOL, 
 CODE_EDIT = CODE + "args)\n    return parser.parse_args(argv)\n" + EDIT_MARKER
 
 
-def _complete(client, method: str | None = None, headers: dict | None = None, **kwargs):
+def _complete(client, method: str | None = None, headers: dict | None = None, **params):
+    """The code prompt, 24 tokens, by `method` when given."""
     headers = {**({"x-spec-method": method} if method else {}), **(headers or {})}
-    params = {"model": MODEL, "prompt": CODE, "max_tokens": 24, "temperature": 0.0, **kwargs}
-    return client.completions.with_raw_response.create(extra_headers=headers, **params)
+    return complete(client, headers, **{"prompt": CODE, "max_tokens": 24, **params})
 
 
 def test_models_lists_the_model(openai_client):

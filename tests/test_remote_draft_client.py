@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve_app.proposer.remote_draft import DraftEndpoint, RemoteDraftClient
+from serve_app.contract import DraftEndpoint
+from serve_app.proposer.remote_draft import RemoteDraftClient
 
 ENDPOINT = DraftEndpoint(gcs_address="unused", app_name="app", deployment="draft", deadline_s=0.05, retry_after_s=30)
 

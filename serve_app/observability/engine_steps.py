@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
+from serve_app.contract import ClassShare, EngineReport, EngineStep
+
 # A longer gap between two reports is the engine idling, not a step.
 MAX_STEP_S = 2.0
 MAX_SAMPLES = 4096
@@ -25,7 +27,7 @@ class EngineSteps:
         # request class -> cumulative draft tokens asked and accepted per draft position
         self.asked: dict[str, list[float]] = {}
         self.accepted: dict[str, list[float]] = {}
-        self.steps: deque[dict] = deque(maxlen=MAX_SAMPLES)
+        self.steps: deque[EngineStep] = deque(maxlen=MAX_SAMPLES)
         self._last: tuple[float, int] | None = None
 
     def started(self, request_class: str) -> None:
@@ -39,7 +41,7 @@ class EngineSteps:
     def record(self, now: float, running: int, asked: list[int] | None, accepted: list[int] | None) -> None:
         """One engine step: `running` requests in its batch, and vLLM's per-position draft counts."""
         if self._last is not None and running and self._last[1] and now - self._last[0] < MAX_STEP_S:
-            self.steps.append({"rows": running, "seconds": now - self._last[0]})
+            self.steps.append(EngineStep(rows=running, seconds=now - self._last[0]))
         self._last = (now, running)
         total = sum(self.active.values())
         if not (asked and any(asked) and total):
@@ -49,19 +51,19 @@ class EngineSteps:
             self.asked[request_class] = _added(self.asked.get(request_class, []), asked, share)
             self.accepted[request_class] = _added(self.accepted.get(request_class, []), accepted or [], share)
 
-    def report(self) -> dict:
+    def report(self) -> EngineReport:
         """Cumulative tallies per class and the step timings since the last report (drained)."""
         steps = list(self.steps)
         self.steps.clear()
         tallies = [
-            {
-                "request_class": c,
-                "asked_per_position": list(self.asked[c]),
-                "accepted_per_position": list(self.accepted.get(c, [])),
-            }
+            ClassShare(
+                request_class=c,
+                asked_per_position=list(self.asked[c]),
+                accepted_per_position=list(self.accepted.get(c, [])),
+            )
             for c in self.asked
         ]
-        return {"tallies": tallies, "steps": steps}
+        return EngineReport(tallies=tallies, steps=steps)
 
 
 def _added(total: list[float], counts: list[int], share: float) -> list[float]:

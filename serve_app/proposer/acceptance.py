@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from serve_app.contract import AcceptanceTally
+
 
 @dataclass
 class Tally:
@@ -64,16 +66,16 @@ class AcceptanceBook:
                 self._pending[req_id] = proposal
         return verified
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[AcceptanceTally]:
         return [
-            {
-                "request_class": c,
-                "method": m,
-                "drafts": t.drafts,
-                "draft_tokens": t.draft_tokens,
-                "accepted_tokens": t.accepted_tokens,
-                "asked_per_position": list(t.asked_per_position),
-                "accepted_per_position": list(t.accepted_per_position),
-            }
+            AcceptanceTally(
+                request_class=c,
+                method=m,
+                drafts=t.drafts,
+                draft_tokens=t.draft_tokens,
+                accepted_tokens=t.accepted_tokens,
+                asked_per_position=list(t.asked_per_position),
+                accepted_per_position=list(t.accepted_per_position),
+            )
             for (c, m), t in sorted(self.tallies.items())
         ]

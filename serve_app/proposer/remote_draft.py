@@ -15,22 +15,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from serve_app.contract import DraftCallReport, DraftEndpoint
+
 logger = logging.getLogger(__name__)
 
 # How long a target's start waits for its first answer from the draft worker, which starts
 # alongside it; past that the target serves anyway and drafts once the worker answers.
 WARM_UP_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True)
-class DraftEndpoint:
-    """Where the draft deployment is and how long a step may wait for it (sent by the replica)."""
-
-    gcs_address: str
-    app_name: str
-    deployment: str
-    deadline_s: float
-    retry_after_s: float
 
 
 @dataclass
@@ -45,7 +36,7 @@ class DraftCallStats:
     # (seconds waited, batch size) per call since the last drain.
     observations: list[tuple[float, int]] = field(default_factory=list)
 
-    def drain(self) -> dict:
+    def drain(self) -> DraftCallReport:
         snapshot = asdict(self)
         self.observations = []
         return snapshot

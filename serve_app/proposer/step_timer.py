@@ -10,26 +10,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+
+from serve_app.contract import DraftSample, StepSample, StepTimings
 
 MAX_SAMPLES = 4096
 # A longer gap between steps is the engine idling, not a step.
 MAX_STEP_S = 2.0
-
-
-@dataclass(frozen=True)
-class StepSample:
-    rows: int
-    verified_tokens: int
-    forward_s: float
-
-
-@dataclass(frozen=True)
-class DraftSample:
-    method: str
-    rows: int
-    k: int
-    seconds: float
 
 
 class StepTimer:
@@ -40,7 +26,7 @@ class StepTimer:
         self._last_req_ids: frozenset[str] = frozenset()
 
     def drafted(self, method: str, rows: int, k: int, seconds: float) -> None:
-        self.drafts.append(DraftSample(method, rows, k, seconds))
+        self.drafts.append(DraftSample(method=method, rows=rows, k=k, seconds=seconds))
 
     def step_done(self, req_ids: list[str], sampled: list[list[int]], verified_tokens: int, forward_end: float) -> None:
         """Record the forward pass that ended at `forward_end`, unless it also prefilled: a request
@@ -51,12 +37,14 @@ class StepTimer:
             and all(tokens for tokens in sampled)
             and self._last_req_ids.issuperset(req_ids)
         ):
-            self.steps.append(StepSample(len(req_ids), verified_tokens, forward_end - self._last_end))
+            self.steps.append(
+                StepSample(rows=len(req_ids), verified_tokens=verified_tokens, forward_s=forward_end - self._last_end)
+            )
         self._last_req_ids = frozenset(req_ids)
         self._last_end = time.perf_counter()
 
-    def drain(self) -> dict[str, list[dict]]:
-        snapshot = {"steps": [asdict(s) for s in self.steps], "drafts": [asdict(d) for d in self.drafts]}
+    def drain(self) -> StepTimings:
+        snapshot = StepTimings(steps=list(self.steps), drafts=list(self.drafts))
         self.steps.clear()
         self.drafts.clear()
         return snapshot

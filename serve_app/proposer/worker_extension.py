@@ -1,10 +1,12 @@
 """Methods mixed into every vLLM worker (`worker_extension_cls`), called with collective_rpc by
-their names (`TargetServer` takes them from this class, so a rename breaks at import, not at run
-time); each hands the call to the routed proposer."""
+their names: `contract.SpecControl` declares them (not as a base class: vLLM adds this class to
+the worker's bases and every attribute with it, and a Protocol brings its own); each hands the
+call to the routed proposer."""
 
 from __future__ import annotations
 
-from serve_app.proposer.remote_draft import DraftEndpoint, RemoteDraftClient
+from serve_app.contract import AcceptanceTally, DraftCallReport, DraftEndpoint, StepTimings, TunedK
+from serve_app.proposer.remote_draft import RemoteDraftClient
 
 
 def _is_output_rank() -> bool:
@@ -27,14 +29,14 @@ class SpecControlExtension:
         drafter.attach(self.model_runner, remote)
         return True
 
-    def routed_acceptance(self) -> list[dict]:
+    def routed_acceptance(self) -> list[AcceptanceTally]:
         return self.model_runner.drafter.acceptance()
 
-    def step_timings(self) -> dict[str, list[dict]]:
+    def step_timings(self) -> StepTimings:
         return self.model_runner.drafter.timings()
 
-    def set_tuned_k(self, tuned_k: list[tuple[str, str, int, float]]) -> None:
+    def set_tuned_k(self, tuned_k: list[TunedK]) -> None:
         self.model_runner.drafter.set_tuned_k(tuned_k)
 
-    def remote_draft_stats(self) -> dict | None:
+    def remote_draft_stats(self) -> DraftCallReport | None:
         return self.model_runner.drafter.remote_stats()

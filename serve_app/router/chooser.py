@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from serve_app.config.schema import RouterConfig
+from serve_app.contract import ClassRoute
 from serve_app.router.planner import NONE
 
 
@@ -26,8 +27,8 @@ class Choice:
 class Policy:
     config: RouterConfig
     rng: random.Random = field(default_factory=lambda: random.Random(0))
-    # request class -> {"method": ..., "explore": {method: share}}, from the spec tuner
-    table: dict[str, dict] = field(default_factory=dict)
+    # request class -> its route, from the spec tuner's route table
+    table: dict[str, ClassRoute] = field(default_factory=dict)
 
     def choose(self, request_class: str, in_flight_per_replica: float) -> Choice:
         if in_flight_per_replica > self.config.high_load_in_flight:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 
 import ray
 from ray import serve
@@ -13,18 +14,24 @@ from ray.serve.llm import LLMConfig, LLMServer
 
 from serve_app.autoscaling.engine_load import ENGINE_LOAD, ReportsEngineLoad
 from serve_app.config.schema import DraftWorkerConfig, TunerConfig
+from serve_app.contract import (
+    ACCEPTANCE_RPC,
+    ATTACH_RPC,
+    DRAFT_STATS_RPC,
+    SET_K_RPC,
+    TIMINGS_RPC,
+    AcceptanceTally,
+    DraftCallReport,
+    DraftEndpoint,
+    RoutedReport,
+    StepTimings,
+    TunedK,
+    TunerAnswer,
+)
 from serve_app.engine import AppEngine
 from serve_app.observability import metrics
 from serve_app.observability.engine_steps import ENGINE_STEPS
 from serve_app.proposer.request_spec import CLASS_KEY, DEFAULT_CLASS
-from serve_app.proposer.worker_extension import SpecControlExtension
-
-# The worker extension's RPCs, named from its class: a rename fails at import, not at run time.
-ATTACH_RPC = SpecControlExtension.attach_routed_proposer.__name__
-ACCEPTANCE_RPC = SpecControlExtension.routed_acceptance.__name__
-DRAFT_STATS_RPC = SpecControlExtension.remote_draft_stats.__name__
-TIMINGS_RPC = SpecControlExtension.step_timings.__name__
-SET_K_RPC = SpecControlExtension.set_tuned_k.__name__
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +69,15 @@ class TargetServer(ReportsEngineLoad, LLMServer):
             # The routed proposer drafts nothing until it can map batch rows to requests.
             endpoint = None
             if draft_worker is not None:
-                endpoint = {
-                    "gcs_address": ray.get_runtime_context().gcs_address,
-                    "app_name": draft_worker.app_name,
-                    "deployment": draft_worker.deployment_name,
-                    "deadline_s": draft_config.deadline_ms / 1000,
-                    "retry_after_s": draft_config.retry_after_s,
-                }
+                endpoint = asdict(
+                    DraftEndpoint(
+                        gcs_address=ray.get_runtime_context().gcs_address,
+                        app_name=draft_worker.app_name,
+                        deployment=draft_worker.deployment_name,
+                        deadline_s=draft_config.deadline_ms / 1000,
+                        retry_after_s=draft_config.retry_after_s,
+                    )
+                )
             attached = await self.collective_rpc(ATTACH_RPC, kwargs={"draft_endpoint": endpoint})
             if not all(attached):
                 raise RuntimeError(f"pool {pool}: the routed proposer did not attach in every worker: {attached}")
@@ -95,7 +104,7 @@ class TargetServer(ReportsEngineLoad, LLMServer):
 
         return tracked()
 
-    async def routed_acceptance(self) -> list[dict]:
+    async def routed_acceptance(self) -> list[AcceptanceTally]:
         """Cumulative drafts and acceptance per (request class, method) on this replica."""
         if not self._routed:
             return []
@@ -110,8 +119,8 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         """
         period_s = min(PUBLISH_PERIOD_S, tuner_period_s or PUBLISH_PERIOD_S)
         next_report = time.monotonic() + (tuner_period_s or 0)
-        applied: list = []
-        tallies: list[dict] = []
+        applied: list[TunedK] = []
+        tallies: list[AcceptanceTally] = []
         books_at = timings_at = -1  # the engine's step count when each was last read
         while True:
             metrics.replica_info().set(1, tags=self._info_tags)
@@ -140,19 +149,21 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                     logger.exception("reporting to the spec tuner failed")
             await asyncio.sleep(period_s)
 
-    async def _report(self, tuner: DeploymentHandle, tallies: list[dict], applied: list, stepped: bool) -> list:
+    async def _report(
+        self, tuner: DeploymentHandle, tallies: list[AcceptanceTally], applied: list[TunedK], stepped: bool
+    ) -> list[TunedK]:
         """Send the books and step timings to the spec tuner and apply the k table it answers,
         without restarting anything; returns the table now applied. An idle replica still
         reports (a pinned k must reach it before its next request) but touches no worker."""
-        timings = (await self.collective_rpc(TIMINGS_RPC))[0] if stepped else {"steps": [], "drafts": []}
-        report = {"tallies": tallies, "applied": applied, **timings}
+        timings: StepTimings = (await self.collective_rpc(TIMINGS_RPC))[0] if stepped else {"steps": [], "drafts": []}
+        report = RoutedReport(tallies=tallies, applied=applied, **timings)
         replica = self._info_tags["ReplicaId"]
-        answer = await tuner.report.remote(self._tags["model"], self._tags["pool"], replica, report)
+        answer: TunerAnswer = await tuner.report.remote(self._tags["model"], self._tags["pool"], replica, report)
         if answer["tuned_k"] != applied:
             await self.collective_rpc(SET_K_RPC, args=(answer["tuned_k"],))
         return answer["tuned_k"]
 
-    def _export_acceptance(self, tallies: list[dict]) -> None:
+    def _export_acceptance(self, tallies: list[AcceptanceTally]) -> None:
         counters, per_position = metrics.class_spec_counters(), metrics.class_accepted_per_position()
         for tally in tallies:
             pair = (tally["request_class"], tally["method"])
@@ -162,7 +173,7 @@ class TargetServer(ReportsEngineLoad, LLMServer):
             for pos, total in enumerate(tally["accepted_per_position"]):
                 self._increment(per_position, (pair, pos), total, {**tags, "position": str(pos)})
 
-    def _export_draft_stats(self, stats: dict) -> None:
+    def _export_draft_stats(self, stats: DraftCallReport) -> None:
         """Totals since the start; the latency observations since the last read, which drained them."""
         for key, counter in metrics.draft_totals().items():
             self._increment(counter, ("draft", key), stats[key], self._tags)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serve_app.config.schema import ModelConfig, PoolConfig, TunerConfig
+from serve_app.contract import AcceptanceTally, ClassShare, EngineReport, EngineStep
 from serve_app.router.planner import NONE, Option
 from serve_app.tuner.goodput import MIN_COST_SAMPLES, AcceptanceEstimate, expected_tokens, near, padded
 
@@ -23,9 +24,11 @@ class ReplicaTotals:
     """Replicas report cumulative per-position counts per key; this turns them into increments."""
 
     def __init__(self):
-        self._totals: dict[str, dict[tuple, dict]] = {}
+        self._totals: dict[str, dict[tuple, AcceptanceTally | ClassShare]] = {}
 
-    def increments(self, replica: str, key: tuple, tally: dict) -> tuple[list[float], list[float]]:
+    def increments(
+        self, replica: str, key: tuple, tally: AcceptanceTally | ClassShare
+    ) -> tuple[list[float], list[float]]:
         totals = self._totals.setdefault(replica, {})
         before = totals.get(key)
         if before is None or _asked(tally) < _asked(before):  # new or restarted replica
@@ -37,7 +40,7 @@ class ReplicaTotals:
         )
 
 
-def _asked(tally: dict) -> float:
+def _asked(tally: AcceptanceTally | ClassShare) -> float:
     """Steps that asked for a draft: the count every per-position count grows with."""
     return (tally["asked_per_position"] or [0])[0]
 
@@ -87,12 +90,12 @@ class EnginePool:
         self.method = pool.speculation.method
         self.k = (pool.speculation.num_speculative_tokens or 0) if self.method != NONE else 0
         self.classes: dict[str, ClassEvidence] = {}
-        self.steps: deque[tuple[float, dict]] = deque()
+        self.steps: deque[tuple[float, EngineStep]] = deque()
         self.rows = 1.0
         self.step_s: float | None = None  # median step seconds at about `rows`; None until enough were timed
         self._totals = ReplicaTotals()
 
-    def ingest(self, replica: str, report: dict, now: float) -> None:
+    def ingest(self, replica: str, report: EngineReport, now: float) -> None:
         for tally in report["tallies"]:
             asked, accepted = self._totals.increments(replica, (tally["request_class"],), tally)
             self.classes.setdefault(tally["request_class"], ClassEvidence()).report(asked, accepted)

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
+
+from serve_app.contract import DraftSample, EngineStep, StepSample
+
+# Anything timed at a batch size: a forward pass, a drafting call, an engine step.
+Sample = TypeVar("Sample", StepSample, DraftSample, EngineStep)
 
 # Fewer samples than this and a cost fit is a guess; the tuner then keeps k where it is.
 MIN_COST_SAMPLES = 20
@@ -153,11 +159,14 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     return float(intercept), slope
 
 
-def near(samples: list[dict], rows: float) -> list[dict]:
+def near(samples: list[Sample], rows: float) -> list[Sample]:
+    """The samples taken at about `rows` rows."""
     return [s for s in samples if rows / NEAR_ROWS <= s["rows"] <= rows * NEAR_ROWS]
 
 
-def fit_step_cost(steps: list[dict], drafts: list[dict], rows: float, draft_rows: dict[str, float]) -> StepCost | None:
+def fit_step_cost(
+    steps: list[StepSample], drafts: list[DraftSample], rows: float, draft_rows: dict[str, float]
+) -> StepCost | None:
     """Fit `StepCost` to a `StepTimer`'s samples around the current load: forward passes of about
     `rows` rows, and per method drafting calls of about `draft_rows[method]` rows. None until the
     forward passes seen there verified at least two different numbers of tokens. A method is left

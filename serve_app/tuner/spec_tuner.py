@@ -25,6 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from serve_app.config.schema import AppConfig, ModelConfig, PoolConfig, TunerConfig
+from serve_app.contract import (
+    ClassRoute,
+    DraftSample,
+    EngineReport,
+    RoutedReport,
+    RouteTable,
+    StepSample,
+    TunedK,
+    TunerAnswer,
+)
 from serve_app.observability import metrics
 from serve_app.router.planner import NONE, ClassPlan, Option, candidates, plan_class
 from serve_app.tuner.evidence import ClassEvidence, EnginePool, ReplicaTotals
@@ -59,16 +69,16 @@ class PoolTuner:
             for method in pool.speculation.methods():
                 if method != "none":
                     self.keys[(request_class, method)] = _KState(*bounds, changed_at=now)
-        self.steps: deque[tuple[float, dict]] = deque()
-        self.drafts: deque[tuple[float, dict]] = deque()
+        self.steps: deque[tuple[float, StepSample]] = deque()
+        self.drafts: deque[tuple[float, DraftSample]] = deque()
         self._totals = ReplicaTotals()
         # The last cost fit and the batch size it was fit at: an idle pool keeps them, so the
         # router can still weigh sending a class here.
         self.cost: StepCost | None = None
         self.rows = 1.0
-        self.applied: dict[str, list] = {}  # replica -> the k table it last applied
+        self.applied: dict[str, list[TunedK]] = {}  # replica -> the k table it last applied
 
-    def ingest(self, replica: str, report: dict, now: float) -> None:
+    def ingest(self, replica: str, report: RoutedReport, now: float) -> None:
         self.applied[replica] = report.get("applied", [])
         for tally in report["tallies"]:
             key = (tally["request_class"], tally["method"])
@@ -186,7 +196,7 @@ class PoolTuner:
         )
         return Option(method, self.pool.name, k, goodput, evidence, state.age_s(now))
 
-    def table(self) -> list[tuple[str, str, int, float]]:
+    def table(self) -> list[TunedK]:
         """(class, method, k, share of steps probed around k) per tuned key."""
         return [(c, m, s.k, self._probe_fraction(s)) for (c, m), s in self.keys.items()]
 
@@ -237,20 +247,20 @@ class SpecTuner:
         self._plans: dict[str, dict[str, ClassPlan]] = {m.id: {} for m in self._routed_models}
         self._loop = asyncio.get_running_loop().create_task(self._control())
 
-    async def report(self, model: str, pool: str, replica: str, report: dict) -> dict:
+    async def report(self, model: str, pool: str, replica: str, report: RoutedReport) -> TunerAnswer:
         """A replica's books since the last report in; the pool's k table out."""
         tuner = self._pools[(model, pool)]
         tuner.ingest(replica, report, time.monotonic())
-        return {"tuned_k": tuner.table()}
+        return TunerAnswer(tuned_k=tuner.table())
 
-    async def report_engine(self, model: str, pool: str, replica: str, report: dict) -> None:
+    async def report_engine(self, model: str, pool: str, replica: str, report: EngineReport) -> None:
         """Step timings and per-class draft counts of a pool that runs one fixed method."""
         self._engines[(model, pool)].ingest(replica, report, time.monotonic())
 
-    async def routing_table(self) -> dict[str, dict[str, dict]]:
+    async def routing_table(self) -> RouteTable:
         """Per model and request class: the method it gets and the shares sent elsewhere to explore."""
         return {
-            model: {c: {"method": p.method, "explore": p.explore} for c, p in plans.items()}
+            model: {c: ClassRoute(method=p.method, explore=p.explore) for c, p in plans.items()}
             for model, plans in self._plans.items()
         }
 
