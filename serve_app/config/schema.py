@@ -130,7 +130,14 @@ class TunerConfig(_Strict):
 
 
 class SpeculationConfig(_Strict):
-    method: SpeculationMethod = "none"
+    # "Method" names two things, as in vLLM: the engine's setup here, and the method a request
+    # gets (`methods()`, the `x-spec-method` header, the router's choice). They are the same
+    # except for `routed`, one engine whose requests each get ngram, remote_draft or none.
+    method: SpeculationMethod = Field(
+        "none",
+        description="The pool engine's speculation: a vLLM method, which every request on the pool "
+        "gets, or 'routed' (this app's proposer: ngram, remote_draft or none per request, k per request).",
+    )
     num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX)
     draft: CheckpointConfig | None = Field(None, description="Draft model or head, for methods that need one.")
     options: dict[str, Any] = Field(default_factory=dict, description="Passed as-is into vLLM's speculative_config.")
