@@ -1,16 +1,25 @@
 """Model shapes that config validation and placement arithmetic need, without loading weights.
 
-A shape comes from the config (`architecture:`), else from a local checkpoint's config.json,
-else from the catalogue of well-known hub models below (no hub is contacted: production
-configs must validate on a machine that cannot download them).
+A shape comes from the config (`architecture:`), else from the model's config.json where users
+expect it: a local checkpoint, the local Hugging Face cache, the hub (one short try; an
+unreachable hub is not asked again in the same process, and HF_HUB_OFFLINE=1 skips it), and
+last the catalogue of well-known hub models below, so production configs still validate on a
+machine that cannot reach the hub.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
+import httpx
+from huggingface_hub import constants, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.utils import build_hf_headers
 from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +40,8 @@ class Architecture(BaseModel):
     # Set when the output head predicts over fewer tokens than the tokenizer has (EAGLE-3 heads
     # map a reduced draft vocabulary back to the target's).
     head_vocab_size: int | None = Field(None, ge=1)
+    # Llama, Qwen, Gemma and Mistral gate their MLP (three matrices); OPT and GPT-2 do not (two).
+    gated_mlp: bool = True
 
     def output_vocab(self) -> int:
         return self.head_vocab_size or self.vocab_size
@@ -40,7 +51,7 @@ class Architecture(BaseModel):
             return self.num_params
         h, kv = self.hidden_size, self.num_kv_heads * self.head_dim
         attn = h * self.num_attention_heads * self.head_dim * 2 + h * kv * 2
-        mlp = 3 * h * self.intermediate_size
+        mlp = (3 if self.gated_mlp else 2) * h * self.intermediate_size
         embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
         return embeddings + self.num_layers * (attn + mlp + 2 * h) + h
 
@@ -111,21 +122,62 @@ def resolve_source(source: str) -> str:
 
 
 def from_hf_config(cfg: dict) -> Architecture:
+    """A Hugging Face config.json's shape (Llama-style names, and OPT's where they differ)."""
     heads = cfg["num_attention_heads"]
     return Architecture(
         num_layers=cfg["num_hidden_layers"],
         hidden_size=cfg["hidden_size"],
         num_attention_heads=heads,
-        num_kv_heads=cfg.get("num_key_value_heads", heads),
+        num_kv_heads=cfg.get("num_key_value_heads") or heads,
         head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
-        intermediate_size=cfg["intermediate_size"],
+        intermediate_size=cfg.get("intermediate_size") or cfg["ffn_dim"],
         vocab_size=cfg["vocab_size"],
-        tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", cfg.get("model_type") == "opt"),
+        gated_mlp=cfg.get("model_type") not in UNGATED_MLP_MODEL_TYPES,
     )
 
 
+UNGATED_MLP_MODEL_TYPES = {"opt", "gpt2", "gpt_bigcode", "gpt_neox"}
+# One try per process: a machine that cannot reach the hub should not wait on every model.
+HUB_TIMEOUT_S = 5.0
+_hub_unreachable = False
+
+
+def hub_config(repo_id: str) -> dict | None:
+    """The hub's config.json of `repo_id` (HF_TOKEN for gated repos); None when the hub is
+    offline, unreachable, or does not give it (unknown or gated without a token)."""
+    global _hub_unreachable
+    if _hub_unreachable or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return None
+    url = hf_hub_url(repo_id, "config.json", endpoint=os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    try:
+        response = httpx.get(url, headers=build_hf_headers(), timeout=HUB_TIMEOUT_S, follow_redirects=True)
+    except httpx.HTTPError as e:
+        _hub_unreachable = True
+        logger.info("the hub is not reachable (%s); model shapes come from local files and the catalogue", e)
+        return None
+    if response.status_code != 200:
+        logger.info("the hub gave no config.json for %s (HTTP %s)", repo_id, response.status_code)
+        return None
+    return response.json()
+
+
+def _hub_id(source: str) -> bool:
+    return source.count("/") == 1 and not source.startswith((".", "/"))
+
+
 def resolve_architecture(source: str) -> Architecture | None:
+    """The shape of a model: a local checkpoint, the local Hugging Face cache, the hub, the
+    catalogue, in that order; None when none of them knows it."""
     config_json = Path(resolve_source(source)) / "config.json"
     if config_json.is_file():
         return from_hf_config(json.loads(config_json.read_text()))
+    if not _hub_id(source):
+        return None
+    cache_dir = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    cached = try_to_load_from_cache(source, "config.json", cache_dir=cache_dir)
+    if isinstance(cached, str):
+        return from_hf_config(json.loads(Path(cached).read_text()))
+    if (cfg := hub_config(source)) is not None:
+        return from_hf_config(cfg)
     return KNOWN_ARCHITECTURES.get(source)

@@ -46,16 +46,20 @@ class _Strict(BaseModel):
 class CheckpointConfig(_Strict):
     source: str = Field(description="Local path (relative to the project root) or hub id.")
     architecture: Architecture | None = Field(
-        None, description="Shape of the model; needed only for hub ids not in the built-in catalogue."
+        None,
+        description="Shape of the model; needed only where no config.json can be found (local checkpoint, "
+        "Hugging Face cache, hub) and the id is not in the built-in catalogue.",
     )
 
     def shape(self, field: str) -> Architecture:
         arch = self.architecture or resolve_architecture(self.source)
         if arch is None:
             raise ValueError(
-                f"{field}: cannot tell the shape of '{self.source}' (no config.json there and not a known "
-                f"model); add `architecture:` (num_layers, hidden_size, num_attention_heads, num_kv_heads, "
-                f"head_dim, intermediate_size, vocab_size) under {field}"
+                f"{field}: cannot tell the shape of '{self.source}' (no config.json in a local checkpoint "
+                f"or the Hugging Face cache, the hub did not give one, and it is not in the catalogue); "
+                f"download it once (`hf download {self.source} config.json`), or add "
+                f"`architecture:` (num_layers, hidden_size, num_attention_heads, num_kv_heads, head_dim, "
+                f"intermediate_size, vocab_size) under {field}"
             )
         return arch
 
