@@ -166,18 +166,23 @@ def _hub_id(source: str) -> bool:
     return source.count("/") == 1 and not source.startswith((".", "/"))
 
 
-def resolve_architecture(source: str) -> Architecture | None:
-    """The shape of a model: a local checkpoint, the local Hugging Face cache, the hub, the
-    catalogue, in that order; None when none of them knows it."""
+def find_hf_config(source: str) -> dict | None:
+    """A model's config.json: a local checkpoint, the local Hugging Face cache, then the hub."""
     config_json = Path(resolve_source(source)) / "config.json"
     if config_json.is_file():
-        return from_hf_config(json.loads(config_json.read_text()))
+        return json.loads(config_json.read_text())
     if not _hub_id(source):
         return None
     cache_dir = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
     cached = try_to_load_from_cache(source, "config.json", cache_dir=cache_dir)
     if isinstance(cached, str):
-        return from_hf_config(json.loads(Path(cached).read_text()))
-    if (cfg := hub_config(source)) is not None:
+        return json.loads(Path(cached).read_text())
+    return hub_config(source)
+
+
+def resolve_architecture(source: str) -> Architecture | None:
+    """The shape of a model: its config.json where one is found (`find_hf_config`), else the
+    catalogue; None when neither knows it."""
+    if (cfg := find_hf_config(source)) is not None:
         return from_hf_config(cfg)
     return KNOWN_ARCHITECTURES.get(source)

@@ -80,10 +80,14 @@ def _memory_fit(
     dtype_bytes: int,
     max_model_len: int,
     models: list[Architecture],
+    drafter_tp: int | None = None,
 ) -> dict:
-    """Per-GPU memory of `models` (a target and its in-engine drafter, or a draft alone) sharded over TP."""
-    weights = [m.param_count() * dtype_bytes / tp for m in models]
-    kv_per_token = sum(m.kv_bytes_per_token(dtype_bytes, tp) for m in models)
+    """Per-GPU memory of `models` (a target and its in-engine drafter, or a draft alone) sharded
+    over TP; a drafter at a TP of its own (vLLM's draft_tensor_parallel_size, 1 or the target's)
+    is whole on a GPU at 1."""
+    degrees = [tp] + [drafter_tp or tp] * (len(models) - 1)
+    weights = [m.param_count() * dtype_bytes / d for m, d in zip(models, degrees)]
+    kv_per_token = sum(m.kv_bytes_per_token(dtype_bytes, d) for m, d in zip(models, degrees))
     usable = acc.memory_gib * GIB * utilization
     kv = max(usable - sum(weights) - overhead_gib * GIB, 0)
     return dict(
@@ -131,6 +135,7 @@ def plan_model(model: ModelConfig) -> list[Placement]:
                     DTYPE_BYTES[model.dtype],
                     model.max_model_len,
                     shapes,
+                    pool.speculation.options.get("draft_tensor_parallel_size"),
                 ),
             )
         )

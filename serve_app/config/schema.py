@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
 from serve_app.config.placement import GPU_MEMORY_GIB, plan_model
+from serve_app.config.vllm_speculative import K_FROM_DRAFT_CONFIG, to_schema_fields
 from serve_app.proposer.request_spec import DEFAULT_CLASS, REMOTE_DRAFT, ROUTED_METHODS
 from serve_app.router.classifier import RECOGNISED_CLASSES
 
@@ -144,11 +145,23 @@ class SpeculationConfig(_Strict):
     )
     num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX)
     draft: CheckpointConfig | None = Field(None, description="Draft model or head, for methods that need one.")
+    speculative_config: dict[str, Any] | None = Field(
+        None,
+        description="vLLM's --speculative-config JSON as it is, instead of method, num_speculative_tokens, "
+        "draft and options (config/vllm_speculative.py reads it as vLLM does).",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Passed as-is into vLLM's speculative_config.")
     draft_worker: str | None = Field(
         None, description="Method 'routed' only: the model's draft worker that drafts for 'remote_draft' requests."
     )
     tuner: TunerConfig | None = Field(None, description="Method 'routed' only: tune k live per request class.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_vllm_json(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("speculative_config") is not None:
+            return to_schema_fields(data)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> SpeculationConfig:
@@ -156,7 +169,7 @@ class SpeculationConfig(_Strict):
             if self.num_speculative_tokens is not None or self.draft is not None:
                 raise ValueError("method 'none' takes no num_speculative_tokens or draft; remove them or pick a method")
             return self
-        if self.num_speculative_tokens is None:
+        if self.num_speculative_tokens is None and self.method not in K_FROM_DRAFT_CONFIG:
             raise ValueError(f"method '{self.method}' needs num_speculative_tokens (1..{K_MAX})")
         if self.method in METHODS_WITH_DRAFT and self.draft is None:
             raise ValueError(
@@ -196,7 +209,9 @@ class SpeculationConfig(_Strict):
     def vllm_config(self) -> dict[str, Any] | None:
         if self.method == "none":
             return None
-        cfg: dict[str, Any] = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
+        cfg: dict[str, Any] = {"method": self.method}
+        if self.num_speculative_tokens is not None:  # else the draft's config.json says (K_FROM_DRAFT_CONFIG)
+            cfg["num_speculative_tokens"] = self.num_speculative_tokens
         if self.method == "routed":
             cfg.update(method="custom_class", model=ROUTED_PROPOSER)
         if self.draft is not None:
