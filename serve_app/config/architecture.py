@@ -42,6 +42,8 @@ class Architecture(BaseModel):
     head_vocab_size: int | None = Field(None, ge=1)
     # Llama, Qwen, Gemma and Mistral gate their MLP (three matrices); OPT and GPT-2 do not (two).
     gated_mlp: bool = True
+    # False for drafters without attention (MLP speculators): they hold no KV cache.
+    kv_cache: bool = True
 
     def output_vocab(self) -> int:
         return self.head_vocab_size or self.vocab_size
@@ -58,6 +60,8 @@ class Architecture(BaseModel):
     def kv_bytes_per_token(self, dtype_bytes: int, tensor_parallel_size: int) -> float:
         """KV-cache bytes one token costs on each GPU of a TP group (KV heads are split, or
         replicated when there are fewer of them than ranks)."""
+        if not self.kv_cache:
+            return 0.0
         heads_per_rank = max(1.0, self.num_kv_heads / tensor_parallel_size)
         return 2 * self.num_layers * heads_per_rank * self.head_dim * dtype_bytes
 
@@ -103,12 +107,69 @@ _EAGLE3_70B = Architecture(
     head_vocab_size=32000,
 )
 
+# One Llama-3-8B decoder layer, the fc over [hidden state, embedding] and an embedding table of
+# its own (an upper bound: vLLM may share the target's); the target's lm_head is shared.
+_EAGLE_8B = _LLAMA_8B.model_copy(update={"num_layers": 1, "num_params": 0.78e9})
+# ibm-fms/llama3-70b-accelerator's config.json: emb_dim = inner_dim = 8192, n_predict 4 and
+# tie_weights, so its four stages share one embedding, one head and the inner projection:
+# 2 x 128256 x 8192 + 2 x 8192^2 = 2.24e9 parameters, and no attention.
+_MLP_SPECULATOR_70B = Architecture(
+    num_layers=1,
+    hidden_size=8192,
+    num_attention_heads=1,
+    num_kv_heads=1,
+    head_dim=8192,
+    intermediate_size=8192,
+    vocab_size=128256,
+    num_params=2.24e9,
+    kv_cache=False,
+)
+# Published config.json shapes of the models the example recipes use (configs/examples/).
+_QWEN3 = dict(num_attention_heads=32, num_kv_heads=8, head_dim=128, vocab_size=151936)
+_GEMMA2 = dict(head_dim=256, vocab_size=256000, tie_word_embeddings=True)
+
 KNOWN_ARCHITECTURES: dict[str, Architecture] = {
     "meta-llama/Llama-3.1-70B-Instruct": _LLAMA_70B,
     "meta-llama/Llama-3.3-70B-Instruct": _LLAMA_70B,
+    "meta-llama/Meta-Llama-3-70B-Instruct": _LLAMA_70B,
     "meta-llama/Llama-3.1-8B-Instruct": _LLAMA_8B,
+    "meta-llama/Meta-Llama-3-8B-Instruct": _LLAMA_8B,
     "meta-llama/Llama-3.2-1B-Instruct": _LLAMA_1B,
     "yuhuili/EAGLE3-LLaMA3.3-Instruct-70B": _EAGLE3_70B,
+    "yuhuili/EAGLE-LLaMA3-Instruct-8B": _EAGLE_8B,
+    "ibm-fms/llama3-70b-accelerator": _MLP_SPECULATOR_70B,
+    "Qwen/Qwen3-8B": Architecture(num_layers=36, hidden_size=4096, intermediate_size=12288, **_QWEN3),
+    "Qwen/Qwen3-0.6B": Architecture(
+        num_layers=28, hidden_size=1024, intermediate_size=3072, tie_word_embeddings=True, **_QWEN3
+    ).model_copy(update={"num_attention_heads": 16}),
+    "facebook/opt-6.7b": Architecture(
+        num_layers=32,
+        hidden_size=4096,
+        num_attention_heads=32,
+        num_kv_heads=32,
+        head_dim=128,
+        intermediate_size=16384,
+        vocab_size=50272,
+        tie_word_embeddings=True,
+        gated_mlp=False,
+    ),
+    "facebook/opt-125m": Architecture(
+        num_layers=12,
+        hidden_size=768,
+        num_attention_heads=12,
+        num_kv_heads=12,
+        head_dim=64,
+        intermediate_size=3072,
+        vocab_size=50272,
+        tie_word_embeddings=True,
+        gated_mlp=False,
+    ),
+    "google/gemma-2-9b-it": Architecture(
+        num_layers=42, hidden_size=3584, num_attention_heads=16, num_kv_heads=8, intermediate_size=14336, **_GEMMA2
+    ),
+    "google/gemma-2-2b-it": Architecture(
+        num_layers=26, hidden_size=2304, num_attention_heads=8, num_kv_heads=4, intermediate_size=9216, **_GEMMA2
+    ),
 }
 
 

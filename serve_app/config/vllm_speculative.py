@@ -21,6 +21,9 @@ NGRAM_MODELS = ("ngram", "[ngram]")
 # Methods that take k from the draft's own config.json (n_predict) when the JSON leaves it out.
 K_FROM_DRAFT_CONFIG = {"mlp_speculator", "medusa"}
 SCHEMA_FIELDS = ("method", "num_speculative_tokens", "draft", "options")
+# The model_type of catalogued drafters that vLLM recognises by it, for machines that cannot
+# read their config.json (the shapes are in config/architecture.py's catalogue).
+KNOWN_MODEL_TYPES = {"ibm-fms/llama3-70b-accelerator": "mlp_speculator"}
 
 
 def user_fields() -> set[str]:
@@ -40,7 +43,7 @@ def infer_method(model: str | None) -> str:
         return "eagle"
     if "eagle3" in name:
         return "eagle3"
-    model_type = (find_hf_config(model) or {}).get("model_type")
+    model_type = (find_hf_config(model) or {}).get("model_type") or KNOWN_MODEL_TYPES.get(model)
     return model_type if model_type in K_FROM_DRAFT_CONFIG else "draft_model"
 
 
