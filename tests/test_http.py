@@ -390,6 +390,30 @@ def test_the_router_sends_a_class_where_its_evidence_says(openai_client, serve_a
     assert wait_until(routed_by_the_table, 120, "a code edit routed by the table", 0)
 
 
+def test_acceptance_per_pool_class_and_method_is_one_get_away(openai_client, serve_app):
+    """GET /v1/spec/acceptance: what each pool's drafts earned per request class and method, by
+    vLLM's definitions (rate: accepted over proposed; mean length: 1 + accepted per draft)."""
+    summarize = {"x-request-class": "summarize"}
+
+    def rows_for_both():
+        for method in ("ngram", "draft_model"):
+            _complete(openai_client, method, headers=summarize, prompt=CODE_EDIT)
+        table = httpx.get(f"{serve_app}/v1/spec/acceptance", timeout=10).json()
+        rows = {
+            (pool.split("/")[-1], r["method"]): r
+            for pool, pool_rows in table.items()
+            for r in pool_rows
+            if r["request_class"] == "summarize" and r["drafts"] > 0
+        }
+        wanted = [(ROUTED_POOL, "ngram"), (DRAFT_POOL, "draft_model")]
+        return [rows[key] for key in wanted] if all(key in rows for key in wanted) else None
+
+    for row in wait_until(rows_for_both, 180, "acceptance rows for summaries on both pools", 2):
+        assert 0 <= row["accepted_tokens"] <= row["draft_tokens"]
+        assert row["acceptance_rate"] == pytest.approx(row["accepted_tokens"] / row["draft_tokens"], rel=1e-3)
+        assert row["mean_acceptance_length"] == pytest.approx(1 + row["accepted_tokens"] / row["drafts"], abs=0.01)
+
+
 def test_no_log_or_metric_of_the_run_holds_prompt_text(serve_app, ray_cluster):
     """Prompts stay out of the logs (every process's, Ray's and vLLM's) and the metrics; the
     requests themselves are logged (by id), so the logs were written when they are searched."""

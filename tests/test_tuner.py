@@ -12,6 +12,7 @@ import pytest
 
 from serve_app.config.schema import AppConfig
 from serve_app.proposer.routed_proposer import probed_k
+from serve_app.tuner.evidence import ReplicaTotals
 from serve_app.tuner.goodput import AcceptanceEstimate, StepCost, choose_k, expected_tokens, fit_step_cost
 from serve_app.tuner.spec_tuner import PoolTuner, SpecTuner
 from tests.helpers import config_args, pool_of, validation_error
@@ -415,3 +416,24 @@ def test_the_tuner_routes_each_class_to_the_method_its_evidence_favours():
     options = state[MODEL]["chat"]["options"]
     assert options["eagle3"]["goodput"] > options["none"]["goodput"] > 0
     assert options["eagle3"]["evidence"]["drafts"] > 0 and options["none"]["pool"] == "plain"
+
+
+def test_acceptance_sums_each_replicas_latest_books_by_vllms_definitions():
+    totals = ReplicaTotals()
+    routed = {"request_class": "chat", "method": "ngram", "drafts": 10, "draft_tokens": 40, "accepted_tokens": 20}
+    routed |= {"asked_per_position": [12, 12, 12, 12], "accepted_per_position": [9, 6, 3, 2]}
+    totals.increments("r1", ("chat", "ngram"), routed)
+    totals.increments("r2", ("chat", "ngram"), {**routed, "drafts": 30, "draft_tokens": 120, "accepted_tokens": 60})
+    # A fixed-method pool's class share: vLLM's per-position counts (position 0 counts the drafts).
+    totals.increments(
+        "r1",
+        ("code_edit",),
+        {"request_class": "code_edit", "asked_per_position": [5.0, 5.0], "accepted_per_position": [4.0, 2.0]},
+    )
+    summary = totals.acceptance()
+    chat = summary[("chat", "ngram")]
+    assert (chat.drafts, chat.draft_tokens, chat.accepted_tokens) == (40, 160, 80)
+    assert chat.acceptance_rate == 0.5 and chat.mean_acceptance_length == 3.0
+    code = summary[("code_edit",)]
+    assert (code.drafts, code.draft_tokens, code.accepted_tokens) == (5, 10, 6)
+    assert code.mean_acceptance_length == pytest.approx(2.2)

@@ -7,8 +7,8 @@ OpenAI ingress, so a refused request is answered before its body is parsed.
 - Control routes (those that change how the app runs: pinning k, emptying prefix caches) need
   a key of their own (`control_keys_env` or `control_keys_file`) and answer 404 while none is
   configured.
-- State routes (`/v1/spec/tuner`, `/v1/spec/router`: per-class figures, no prompt text) can
-  be turned off (`expose_state: false`).
+- State routes (`/v1/spec/tuner`, `/v1/spec/router`, `/v1/spec/acceptance`: per-class figures,
+  no prompt text) can be turned off (`expose_state: false`).
 - A body over `ingress.max_body_bytes` is refused with 413 once that many bytes arrived, and a
   body that is not UTF-8 with 400; both in the OpenAI error shape.
 
@@ -28,7 +28,7 @@ from serve_app.ingress.errors import send_error
 
 OPEN_PATHS = {"/health"}
 CONTROL_PATHS = {"/v1/spec/tuner/pin", "/v1/spec/reset_prefix_cache"}
-STATE_PATHS = {"/v1/spec/tuner", "/v1/spec/router"}
+STATE_PATHS = {"/v1/spec/tuner", "/v1/spec/router", "/v1/spec/acceptance"}
 
 
 def _digest(key: str) -> bytes:

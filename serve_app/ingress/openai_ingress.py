@@ -47,6 +47,7 @@ ENDPOINTS = {
     "tuner": lambda app: app.get("/v1/spec/tuner"),
     "pin_k": lambda app: app.post("/v1/spec/tuner/pin"),
     "router": lambda app: app.get("/v1/spec/router"),
+    "acceptance": lambda app: app.get("/v1/spec/acceptance"),
     "reset_prefix_cache": lambda app: app.post("/v1/spec/reset_prefix_cache"),
 }
 
@@ -202,6 +203,11 @@ class SpecIngress(OpenAiIngress):
                 message="no model of this app routes by goodput; set router.policy: goodput",
             )
         return JSONResponse(await self._tuner.router_state.remote())
+
+    async def acceptance(self) -> JSONResponse:
+        """Per pool, request class and method: drafts, draft tokens and accepted tokens since the
+        replicas started, the acceptance rate and the mean acceptance length."""
+        return JSONResponse(await self._tuner_handle().acceptance.remote())
 
     async def pin_k(self, body: PinRequest) -> JSONResponse:
         try:

@@ -39,6 +39,43 @@ class ReplicaTotals:
             _minus(tally["accepted_per_position"], before["accepted_per_position"]),
         )
 
+    def acceptance(self) -> dict[tuple, AcceptanceSummary]:
+        """Per key, the replicas' latest cumulative counts summed: what the pool's drafts earned."""
+        sums: dict[tuple, list[float]] = {}
+        for totals in self._totals.values():
+            for key, tally in totals.items():
+                row = sums.setdefault(key, [0.0, 0.0, 0.0])
+                for i, count in enumerate(_counts(tally)):
+                    row[i] += count
+        return {key: AcceptanceSummary.of(*row) for key, row in sums.items()}
+
+
+@dataclass(frozen=True)
+class AcceptanceSummary:
+    """vLLM's definitions: the acceptance rate is accepted over proposed draft tokens; the mean
+    acceptance length is tokens per verify step, 1 + accepted per draft."""
+
+    drafts: float
+    draft_tokens: float
+    accepted_tokens: float
+    acceptance_rate: float | None
+    mean_acceptance_length: float | None
+
+    @classmethod
+    def of(cls, drafts: float, draft_tokens: float, accepted: float) -> AcceptanceSummary:
+        rate = accepted / draft_tokens if draft_tokens else None
+        length = 1 + accepted / drafts if drafts else None
+        return cls(round(drafts, 1), round(draft_tokens, 1), round(accepted, 1), rate, length)
+
+
+def _counts(tally: AcceptanceTally | ClassShare) -> tuple[float, float, float]:
+    """(drafts, draft tokens, accepted tokens): a routed proposer counts them; a fixed method's
+    class share has vLLM's per-position counts, whose first position counts the drafts."""
+    if "draft_tokens" in tally:
+        return tally["drafts"], tally["draft_tokens"], tally["accepted_tokens"]
+    asked = tally["asked_per_position"]
+    return (asked[0] if asked else 0.0), sum(asked), sum(tally["accepted_per_position"])
+
 
 def _asked(tally: AcceptanceTally | ClassShare) -> float:
     """Steps that asked for a draft: the count every per-position count grows with."""
@@ -93,11 +130,11 @@ class EnginePool:
         self.steps: deque[tuple[float, EngineStep]] = deque()
         self.rows = 1.0
         self.step_s: float | None = None  # median step seconds at about `rows`; None until enough were timed
-        self._totals = ReplicaTotals()
+        self.totals = ReplicaTotals()
 
     def ingest(self, replica: str, report: EngineReport, now: float) -> None:
         for tally in report["tallies"]:
-            asked, accepted = self._totals.increments(replica, (tally["request_class"],), tally)
+            asked, accepted = self.totals.increments(replica, (tally["request_class"],), tally)
             self.classes.setdefault(tally["request_class"], ClassEvidence()).report(asked, accepted)
         self.steps.extend((now, s) for s in report["steps"])
 

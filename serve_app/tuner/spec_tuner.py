@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class PoolTuner:
                     self.keys[(request_class, method)] = _KState(*bounds, changed_at=now)
         self.steps: deque[tuple[float, StepSample]] = deque()
         self.drafts: deque[tuple[float, DraftSample]] = deque()
-        self._totals = ReplicaTotals()
+        self.totals = ReplicaTotals()
         # The last cost fit and the batch size it was fit at: an idle pool keeps them, so the
         # router can still weigh sending a class here.
         self.cost: StepCost | None = None
@@ -82,7 +82,7 @@ class PoolTuner:
         self.applied[replica] = report.get("applied", [])
         for tally in report["tallies"]:
             key = (tally["request_class"], tally["method"])
-            asked, accepted = self._totals.increments(replica, key, tally)
+            asked, accepted = self.totals.increments(replica, key, tally)
             state = self.keys.get(key)
             if state is not None:
                 state.report(asked, accepted)
@@ -256,6 +256,22 @@ class SpecTuner:
     async def report_engine(self, model: str, pool: str, replica: str, report: EngineReport) -> None:
         """Step timings and per-class draft counts of a pool that runs one fixed method."""
         self._engines[(model, pool)].ingest(replica, report, time.monotonic())
+
+    async def acceptance(self) -> dict[str, list[dict]]:
+        """Per pool ("model/pool") and per request class and method: drafts, draft tokens and
+        accepted tokens since the replicas started, the acceptance rate and the mean acceptance
+        length, from the replicas' own books (routed pools) and vLLM's counters (the others)."""
+        out: dict[str, list[dict]] = {}
+        for (model, pool), tuner in self._pools.items():
+            rows = tuner.totals.acceptance()
+            out[f"{model}/{pool}"] = [{"request_class": c, "method": m, **asdict(s)} for (c, m), s in rows.items()]
+        for (model, pool), engine in self._engines.items():
+            rows = engine.totals.acceptance()
+            if engine.method != NONE:
+                out[f"{model}/{pool}"] = [
+                    {"request_class": c, "method": engine.method, **asdict(s)} for (c,), s in rows.items()
+                ]
+        return out
 
     async def routing_table(self) -> RouteTable:
         """Per model and request class: the method it gets and the shares sent elsewhere to explore."""
