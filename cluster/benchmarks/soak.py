@@ -2,10 +2,10 @@
 
     .venv/bin/python -m cluster.benchmarks.soak --duration-s 300 --concurrency 16 --out bench-results
 
-Every client loops until the time is up. A good request (the testbed's mixed workload, streamed)
-must end with a finish reason and tokens; a bad one (broken JSON, invalid UTF-8, an unknown
-model, a negative max_tokens, an unknown method header, a body over the size limit) must get
-its 4xx in the OpenAI error shape. Every 10 s it samples each of the app's processes (Ray's
+Every client loops until the time is up. A good request (the testbed's mixed workload, drawn
+afresh every 200 requests, streamed) must end with a finish reason and tokens; a bad one (broken
+JSON, invalid UTF-8, an unknown model, a negative max_tokens, an unknown method header, a body
+over the size limit) must get its 4xx in the OpenAI error shape. Every 10 s it samples each of the app's processes (Ray's
 and vLLM's, found by their command lines): its private memory (USS: pages only it holds, so
 shared libraries count once) under a name that says which replica or daemon it is. Memory is
 judged after a warm-up (a third of the run unless --warmup-s): the least-squares slope of each
@@ -23,6 +23,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 
 import httpx
 import psutil
@@ -32,6 +33,7 @@ from cluster.benchmarks.http_load import RequestFailed, stream_request
 
 APP_PROCESS_MARKERS = ("ServeReplica:", "ServeController", "ProxyActor", "EngineCore", "VLLM", "raylet", "gcs_server")
 SAMPLE_S = 10.0
+DRAW = 200
 # The deployment in a replica's title; Ray appends the method it runs (".handle_request...").
 REPLICA_NAME = re.compile(r"ServeReplica:[^:\s]*:([\w-]+)")
 
@@ -106,10 +108,18 @@ def growth(samples: list[dict], warmup_s: float) -> dict[str, dict]:
     return out
 
 
+def endless_mix(max_tokens: int) -> Iterator[dict]:
+    """The mixed workload, drawn afresh every `DRAW` requests: traffic that never repeats fills
+    the engines' KV caches (whose pages are touched as blocks are first used) within minutes,
+    so what grows after that is not the cache."""
+    for seed in itertools.count(17):
+        yield from workloads.mixed(DRAW, max_tokens, seed)
+
+
 async def soak(
     base_url: str, model: str, duration_s: float, concurrency: int, max_tokens: int, bad_share: float, warmup_s: float
 ) -> dict:
-    good_bodies = itertools.cycle({**b, "model": model} for b in workloads.mixed(200, max_tokens))
+    good_bodies = ({**b, "model": model} for b in endless_mix(max_tokens))
     bad = itertools.cycle(bad_requests(model))
     tally = {"good_ok": 0, "good_failed": 0, "bad_ok": 0, "bad_wrong": 0, "refused_429": 0, "tokens": 0}
     failures: list[str] = []
