@@ -124,6 +124,23 @@ _MLP_SPECULATOR_70B = Architecture(
     num_params=2.24e9,
     kv_cache=False,
 )
+
+
+def _opt(num_layers: int, hidden_size: int, num_heads: int) -> Architecture:
+    """OPT: no grouped KV heads, a 4x ungated MLP, tied embeddings, a 50,272-token vocabulary."""
+    return Architecture(
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        num_attention_heads=num_heads,
+        num_kv_heads=num_heads,
+        head_dim=hidden_size // num_heads,
+        intermediate_size=4 * hidden_size,
+        vocab_size=50272,
+        tie_word_embeddings=True,
+        gated_mlp=False,
+    )
+
+
 # Published config.json shapes of the models the example recipes use (configs/examples/).
 _QWEN3 = dict(num_attention_heads=32, num_kv_heads=8, head_dim=128, vocab_size=151936)
 _GEMMA2 = dict(head_dim=256, vocab_size=256000, tie_word_embeddings=True)
@@ -142,28 +159,8 @@ KNOWN_ARCHITECTURES: dict[str, Architecture] = {
     "Qwen/Qwen3-0.6B": Architecture(
         num_layers=28, hidden_size=1024, intermediate_size=3072, tie_word_embeddings=True, **_QWEN3
     ).model_copy(update={"num_attention_heads": 16}),
-    "facebook/opt-6.7b": Architecture(
-        num_layers=32,
-        hidden_size=4096,
-        num_attention_heads=32,
-        num_kv_heads=32,
-        head_dim=128,
-        intermediate_size=16384,
-        vocab_size=50272,
-        tie_word_embeddings=True,
-        gated_mlp=False,
-    ),
-    "facebook/opt-125m": Architecture(
-        num_layers=12,
-        hidden_size=768,
-        num_attention_heads=12,
-        num_kv_heads=12,
-        head_dim=64,
-        intermediate_size=3072,
-        vocab_size=50272,
-        tie_word_embeddings=True,
-        gated_mlp=False,
-    ),
+    "facebook/opt-6.7b": _opt(num_layers=32, hidden_size=4096, num_heads=32),
+    "facebook/opt-125m": _opt(num_layers=12, hidden_size=768, num_heads=12),
     "google/gemma-2-9b-it": Architecture(
         num_layers=42, hidden_size=3584, num_attention_heads=16, num_kv_heads=8, intermediate_size=14336, **_GEMMA2
     ),
