@@ -24,7 +24,7 @@ def build_app(args: AppConfig) -> Application:
     pools: dict[str, dict[str, Application]] = {}
     cards, llm_configs = {}, []
     tuned = any(p.speculation.tuned() for m in args.models for p in m.pools)
-    planned = any(m.routes_by_goodput() for m in args.models)
+    reporting = any(m.reporting_pools() for m in args.models)
     # One small replica: it only folds reports and does arithmetic, every few seconds.
     # No access log: every ingress replica asks it for the route table every 2 s.
     tuner = (
@@ -35,7 +35,7 @@ def build_app(args: AppConfig) -> Application:
             ray_actor_options={"num_cpus": 0.1},
             logging_config={"enable_access_log": False},
         ).bind(args)
-        if tuned or planned
+        if tuned or reporting
         else None
     )
     # A replica that is scaled down or replaced finishes what it is serving for up to this long.
@@ -66,8 +66,8 @@ def build_app(args: AppConfig) -> Application:
                 )
             if pool.speculation.tuned():
                 bind_kwargs.update(tuner=tuner, tuner_config=pool.speculation.tuner)
-            elif pool.speculation.method != "routed" and model.routes_by_goodput():
-                # The router weighs this pool by its step times and per-class acceptance.
+            elif pool in model.reporting_pools():
+                # For the router's evidence and the acceptance endpoint.
                 bind_kwargs.update(tuner=tuner, tuner_config=TunerConfig())
             pools[model.id][pool.name] = build_llm_deployment(
                 llm_config,

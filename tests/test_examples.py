@@ -57,3 +57,20 @@ def test_the_plan_counts_a_draft_at_draft_tp_1_whole_on_every_gpu():
     [(_, app)] = load_apps(ROOT / "configs" / "examples" / "llama-3.1-70b-draft-llama-3.2-1b.yaml")
     [placement] = plan_app(app)
     assert placement.drafter_gib == pytest.approx(1.24e9 * 2 / 2**30, rel=0.02)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_an_examples_pool_reports_its_acceptance_to_the_tuner(path):
+    """Without a router, a speculative pool of one method still reports its per-class draft
+    counts, so GET /v1/spec/acceptance has them."""
+    [(_, app)] = load_apps(path)
+    model = app.models[0]
+    assert model.router is None and model.reporting_pools() == model.pools
+
+
+def test_a_pool_without_speculation_reports_only_where_the_tuner_routes():
+    [(_, app)] = load_apps(ROOT / "configs" / "local.yaml")
+    model = app.models[0]
+    assert {p.speculation.method for p in model.reporting_pools()} == {"none", "draft_model"}  # goodput router
+    unrouted = model.model_copy(update={"router": None})
+    assert {p.speculation.method for p in unrouted.reporting_pools()} == {"draft_model"}

@@ -438,6 +438,16 @@ class ModelConfig(_Strict):
         """Whether the spec tuner plans this model's routes (router.policy: goodput)."""
         return self.router is not None and self.router.policy == "goodput"
 
+    def reporting_pools(self) -> list[PoolConfig]:
+        """Pools of one fixed method whose engines report step times and per-class draft counts
+        to the spec tuner: all of them where it plans the routes (the router's evidence), and the
+        speculative ones everywhere (GET /v1/spec/acceptance)."""
+        return [
+            p
+            for p in self.pools
+            if p.speculation.method != "routed" and (self.routes_by_goodput() or p.speculation.method != "none")
+        ]
+
     def class_names(self) -> list[str]:
         return [c.name for c in self.router.classes] if self.router is not None else [DEFAULT_CLASS]
 

@@ -51,6 +51,13 @@ ENDPOINTS = {
     "reset_prefix_cache": lambda app: app.post("/v1/spec/reset_prefix_cache"),
 }
 
+# What a spec tuner route answers 404 with where the app has nothing for it.
+TUNER_MISSING = {
+    "tuned": "no pool of this app has a spec tuner; set speculation.tuner on a routed pool",
+    "planned": "no model of this app routes by goodput; set router.policy: goodput",
+    "speculating": "no pool of this app speculates; give a pool a speculation method",
+}
+
 # How often an ingress replica fetches the route table: the planner's own pace is seconds.
 TABLE_REFRESH_S = 2.0
 
@@ -91,6 +98,16 @@ class SpecIngress(OpenAiIngress):
         super().__init__(llm_deployments, model_cards)
         access.check(app_config.ingress.access)
         self._tuner = tuner
+        self._tuner_serves = {
+            "tuned": any(p.speculation.tuned() for m in app_config.models for p in m.pools),
+            "planned": any(m.routes_by_goodput() for m in app_config.models),
+            # what the tuner hears from: tuned routed pools and every speculative pool of one method
+            "speculating": any(
+                p.speculation.tuned() or (p in m.reporting_pools() and p.speculation.method != "none")
+                for m in app_config.models
+                for p in m.pools
+            ),
+        }
         self._pool_deployments = pool_deployments
         self._pool_handles = {
             (model, pool): handle.options(stream=True)
@@ -179,39 +196,33 @@ class SpecIngress(OpenAiIngress):
             status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
-    def _tuner_handle(self) -> DeploymentHandle:
-        if self._tuner is None:
+    def _tuner_handle(self, serves: str) -> DeploymentHandle:
+        """The spec tuner, for a route that needs what `serves` names; 404 (with the config field
+        that turns it on) where the app has none of it."""
+        if self._tuner is None or not self._tuner_serves[serves]:
             raise OpenAIHTTPException(
-                status_code=status.HTTP_404_NOT_FOUND,
-                type="NotFoundError",
-                message="no pool of this app has a spec tuner; set speculation.tuner on a routed pool",
+                status_code=status.HTTP_404_NOT_FOUND, type="NotFoundError", message=TUNER_MISSING[serves]
             )
         return self._tuner
 
     async def tuner(self) -> JSONResponse:
         """Per tuned pool: each class and method's k, acceptance estimate and last decision, and the
         k table each replica last applied."""
-        return JSONResponse(await self._tuner_handle().state.remote())
+        return JSONResponse(await self._tuner_handle("tuned").state.remote())
 
     async def router(self) -> JSONResponse:
         """Per model with the goodput router and per class: each method's k, expected goodput
         (tokens/s of one request) and the evidence behind it, and the method the class gets."""
-        if self._tuner is None:
-            raise OpenAIHTTPException(
-                status_code=status.HTTP_404_NOT_FOUND,
-                type="NotFoundError",
-                message="no model of this app routes by goodput; set router.policy: goodput",
-            )
-        return JSONResponse(await self._tuner.router_state.remote())
+        return JSONResponse(await self._tuner_handle("planned").router_state.remote())
 
     async def acceptance(self) -> JSONResponse:
         """Per pool, request class and method: drafts, draft tokens and accepted tokens since the
         replicas started, the acceptance rate and the mean acceptance length."""
-        return JSONResponse(await self._tuner_handle().acceptance.remote())
+        return JSONResponse(await self._tuner_handle("speculating").acceptance.remote())
 
     async def pin_k(self, body: PinRequest) -> JSONResponse:
         try:
-            await self._tuner_handle().pin.remote(body.model, body.pool, body.request_class, body.method, body.k)
+            await self._tuner_handle("tuned").pin.remote(body.model, body.pool, body.request_class, body.method, body.k)
         except ValueError as e:
             raise _bad_request(str(e).splitlines()[-1].removeprefix("ValueError: ")) from e
         return JSONResponse({"pinned": body.k is not None, **body.model_dump()})

@@ -240,9 +240,8 @@ class SpecTuner:
         self._routed_models = [m for m in app_config.models if m.routes_by_goodput()]
         self._engines = {
             (model.id, pool.name): EnginePool(model, pool, TunerConfig())
-            for model in self._routed_models
-            for pool in model.pools
-            if pool.speculation.method != "routed"
+            for model in app_config.models
+            for pool in model.reporting_pools()
         }
         self._plans: dict[str, dict[str, ClassPlan]] = {m.id: {} for m in self._routed_models}
         self._loop = asyncio.get_running_loop().create_task(self._control())
