@@ -5,10 +5,10 @@
 Every client loops until the time is up. A good request (the testbed's mixed workload, drawn
 afresh every 200 requests, streamed) must end with a finish reason and tokens; a bad one (broken
 JSON, invalid UTF-8, an unknown model, a negative max_tokens, an unknown method header, a body
-over the size limit) must get its 4xx in the OpenAI error shape. Every 10 s it samples each of the app's processes (Ray's
-and vLLM's, found by their command lines): its private memory (USS: pages only it holds, so
-shared libraries count once) under a name that says which replica or daemon it is. Memory is
-judged after a warm-up (a third of the run unless --warmup-s): the least-squares slope of each
+over the size limit) must get its 4xx in the OpenAI error shape. Every 10 s it samples each of
+the app's processes (Ray's and vLLM's, found by their command lines): its private memory (USS:
+pages only it holds, so shared libraries count once) under a name that says which replica or
+daemon it is. Memory is judged after a warm-up (a third of the run unless --warmup-s): the least-squares slope of each
 process's memory, summed, must stay under --max-mib-per-hour. Writes DIR/soak.json, DIR/soak.md
 (with a row per process) and DIR/soak.png (memory, its change per process, and completed
 requests over time); exits non-zero if a good request failed, a bad one got another answer,
