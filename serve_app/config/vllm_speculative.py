@@ -15,8 +15,13 @@ from typing import Any
 from serve_app.config.architecture import find_hf_config
 
 # Set by vLLM itself from the engine's other arguments, never by a user.
-VLLM_DERIVED = {"target_model_config", "target_parallel_config", "draft_model_config", "draft_parallel_config"}
-VLLM_DERIVED |= {"draft_load_config"}
+VLLM_DERIVED = {
+    "target_model_config",
+    "target_parallel_config",
+    "draft_model_config",
+    "draft_parallel_config",
+    "draft_load_config",
+}
 NGRAM_MODELS = ("ngram", "[ngram]")
 # Methods that take k from the draft's own config.json (n_predict) when the JSON leaves it out.
 K_FROM_DRAFT_CONFIG = {"mlp_speculator", "medusa"}
