@@ -282,10 +282,11 @@ def test_pool_tuner_follows_acceptance_with_a_dwell_time_and_bounds():
     assert tuner.keys[("code_edit", "ngram")].last["survival"][0] < 0.1
 
     # An operator's pin holds k whatever the estimate, and is not probed around.
-    tuner.pin("code_edit", "ngram", 3, now=80)
+    # The pin's move is a change of k like the tuner's own (the dashboard counts both).
+    assert tuner.pin("code_edit", "ngram", 3, now=80) == [("code_edit", "ngram", 0, 3)]
     assert [c for t in range(85, 150, 5) for c in period(t, 0.95)] == []
     assert ("code_edit", "ngram", 3, 0.0) in tuner.table()
-    tuner.pin("code_edit", "ngram", None, now=150)
+    assert tuner.pin("code_edit", "ngram", None, now=150) == []
     assert [c for t in range(155, 200, 5) for c in period(t, 0.95)] == [("code_edit", "ngram", 3, 8)]
     with pytest.raises(ValueError, match="k must be from 0 to 8"):
         tuner.pin("code_edit", "ngram", 9, now=200)

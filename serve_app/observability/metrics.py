@@ -178,7 +178,9 @@ def tuned_k() -> metrics.Gauge:
 
 @cache
 def tuned_k_changes() -> metrics.Counter:
-    return metrics.Counter("specserve_tuned_k_changes", "Changes of k by the spec tuner", tag_keys=ACCEPTANCE_TAGS)
+    return metrics.Counter(
+        "specserve_tuned_k_changes", "Changes of k by the spec tuner or a pin", tag_keys=ACCEPTANCE_TAGS
+    )
 
 
 @cache

@@ -161,15 +161,18 @@ class PoolTuner:
                 state.k, state.changed_at = choice.k, now
         return changes
 
-    def pin(self, request_class: str, method: str, k: int | None, now: float) -> None:
+    def pin(self, request_class: str, method: str, k: int | None, now: float) -> list[tuple[str, str, int, int]]:
+        """Hold the key's k at `k` (None resumes tuning); returns the change, as `decide` does."""
         state = self.keys.get((request_class, method))
         if state is None:
             raise ValueError(f"pool {self.pool.name} tunes no ({request_class}, {method}); tuned: {sorted(self.keys)}")
         if k is not None and not 0 <= k <= state.k_max:
             raise ValueError(f"k must be from 0 to {state.k_max} for ({request_class}, {method}), got {k}")
+        changes = [(request_class, method, state.k, k)] if k is not None and k != state.k else []
         if k is not None:
             state.k = k
         state.pinned, state.changed_at = k is not None, now
+        return changes
 
     def option(self, request_class: str, method: str, now: float) -> Option:
         """What `method` would give one request of the class here, at the last cost fit and its best
@@ -322,7 +325,7 @@ class SpecTuner:
         tuner = self._pools.get((model, pool))
         if tuner is None:
             raise ValueError(f"no tuned pool {pool!r} of model {model!r}; tuned: {sorted(self._pools)}")
-        tuner.pin(request_class, method, k, time.monotonic())
+        self._export((model, pool), tuner, tuner.pin(request_class, method, k, time.monotonic()))
 
     async def state(self) -> dict:
         return {f"{model}/{pool}": tuner.state() for (model, pool), tuner in self._pools.items()}
