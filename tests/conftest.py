@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from cluster import prometheus as prometheus_server
 from cluster.processes import RUN_ID_ENV, kill_run, run_processes
 from cluster.testmodels.build import ensure_built
 from tests.helpers import CONTROL_KEY, CONTROL_KEY_ENV, LOCAL_CONFIG, ROOT, free_port, wait_until
@@ -85,6 +86,23 @@ def ray_cluster(tmp_path_factory):
     finally:
         kill_run(run_id)
         assert not run_processes(run_id), "processes of the test run outlived the cleanup"
+
+
+@pytest.fixture(scope="session")
+def prometheus(ray_cluster, tmp_path_factory):
+    """A real Prometheus server scraping the session's Ray metrics agent; yields its base URL."""
+    directory = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    target = ray_cluster["metrics_url"].removeprefix("http://").removesuffix("/metrics")
+    with (directory / "prometheus.log").open("w") as log:
+        proc = prometheus_server.start(target, port, directory, log, env=ray_cluster["env"])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: prometheus_server.targets_up(base), 60, "Prometheus to scrape Ray's metrics agent")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 import uuid
@@ -12,7 +13,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from cluster import prometheus
 from serve_app.config.schema import AppConfig, format_validation_error
+from serve_app.observability import dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_CONFIG = ROOT / "configs" / "local.yaml"
@@ -84,3 +87,22 @@ def wait_until(check, deadline_s: float, what: str, interval_s: float = 1.0):
             last_error = e
         time.sleep(interval_s)
     pytest.fail(f"timed out after {deadline_s}s waiting for {what} (last error: {last_error!r})")
+
+
+def panel_series(prometheus_url: str, title: str, deadline_s: float = 120) -> list[list[dict]]:
+    """Each query of the dashboard panel `title`, as Grafana sends it, once every one answers
+    with at least one finite sample from the real Prometheus; fails naming the empty ones."""
+    [panel] = [p for p in dashboard.panels() if p.title == title]
+    exprs = [dashboard.as_grafana_sends(q.expr, "5m") for q in panel.queries]
+
+    def answered():
+        results = [prometheus.query(prometheus_url, expr) for expr in exprs]
+        empty = [expr for expr, result in zip(exprs, results) if not any(_finite(s) for s in result)]
+        assert not empty, f"no finite sample for: {empty}"
+        return results
+
+    return wait_until(answered, deadline_s, f"data in the dashboard panel {title!r}", interval_s=2)
+
+
+def _finite(sample: dict) -> bool:
+    return math.isfinite(float(sample["value"][1]))

@@ -15,7 +15,7 @@ import pytest
 
 from cluster.benchmarks.http_load import run_load
 from cluster.scrape import quiet_pool_counters
-from tests.helpers import MODEL, PLAIN_POOL, ROUTED_POOL, complete, replica_processes, wait_until
+from tests.helpers import MODEL, PLAIN_POOL, ROUTED_POOL, complete, panel_series, replica_processes, wait_until
 
 # k pinned: these tests are about the draft worker, and the spec tuner could set k to 0 on CPU.
 REMOTE = {"x-spec-method": "remote_draft", "x-spec-k": "4"}
@@ -83,7 +83,7 @@ def test_one_draft_call_per_step_carries_every_request(serve_app, ray_cluster):
 
 
 @pytest.mark.disrupts_app
-def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray_cluster):
+def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray_cluster, prometheus):
     expected = _text(openai_client, PLAIN, max_tokens=400)
     before = _routed_counters(ray_cluster)
     draft_worker = replica_processes(DRAFT_REPLICA_TITLE)
@@ -110,6 +110,8 @@ def test_killing_the_draft_worker_fails_no_request(serve_app, openai_client, ray
     assert killed, "the generation ended before the draft worker could be killed"
     assert "".join(text) == expected
     assert _delta(before, _routed_counters(ray_cluster))["draft_fallbacks"] > 0
+    [fallbacks] = panel_series(prometheus, "Fallbacks to plain decoding by reason")
+    assert ROUTED_POOL in {s["metric"]["pool"] for s in fallbacks}
 
     # Serve starts a new draft replica; speculation through it resumes without a target restart.
     wait_until(

@@ -13,7 +13,17 @@ import pytest
 from cluster.scrape import per_pool, quiet_pool_counters, samples, scrape, settled_pool_counters
 from cluster.testmodels.tasks import EDIT_MARKER
 from serve_app.config.schema import AppConfig
-from tests.helpers import CONTROL_AUTH, DRAFT_POOL, MODEL, PLAIN_POOL, ROUTED_POOL, complete, local_args, wait_until
+from tests.helpers import (
+    CONTROL_AUTH,
+    DRAFT_POOL,
+    MODEL,
+    PLAIN_POOL,
+    ROUTED_POOL,
+    complete,
+    local_args,
+    panel_series,
+    wait_until,
+)
 
 CODE = "def parse_args(argv):\n    parser = argparse.ArgumentParser()\n    parser.add_argument("
 # method -> the pool of configs/local.yaml that runs it
@@ -188,7 +198,7 @@ def _pin(base: str, k: int | None) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_a_new_k_from_the_tuner_reaches_the_running_engine(serve_app, openai_client, ray_cluster):
+def test_a_new_k_from_the_tuner_reaches_the_running_engine(serve_app, openai_client, ray_cluster, prometheus):
     """The tuner's k (held here at known values) reaches every replica's proposer, and vLLM's own
     counters show it as draft tokens per draft, with the same replicas and no restart."""
     replicas = set(_tuner_state(serve_app)["applied"])
@@ -217,6 +227,10 @@ def test_a_new_k_from_the_tuner_reaches_the_running_engine(serve_app, openai_cli
         _pin(serve_app, None)
     assert tokens_per_draft == {2: 2.0, 5: 5.0}
     assert set(_tuner_state(serve_app)["applied"]) == replicas
+    [changes] = panel_series(prometheus, "Changes of k")
+    assert (ROUTED_POOL, "chat", "remote_draft") in {
+        (s["metric"]["pool"], s["metric"]["request_class"], s["metric"]["method"]) for s in changes
+    }
 
 
 def test_bad_pin_is_400_in_openai_shape(serve_app):
@@ -279,7 +293,7 @@ def test_the_control_key_empties_every_pools_prefix_cache(serve_app, ray_cluster
     assert hits_of_a_call() == 0
 
 
-def test_a_burst_past_the_limit_is_refused_with_retry_after_and_the_app_recovers(serve_app):
+def test_a_burst_past_the_limit_is_refused_with_retry_after_and_the_app_recovers(serve_app, prometheus):
     limit = AppConfig.model_validate(local_args()).ingress.overload.max_in_flight
     body = {"model": MODEL, "prompt": CODE, "max_tokens": 48, "temperature": 0.0}
 
@@ -294,6 +308,9 @@ def test_a_burst_past_the_limit_is_refused_with_retry_after_and_the_app_recovers
     assert all(r.headers["retry-after"] == "2" and r.json()["error"]["type"] == "RateLimitError" for r in refused)
     after = httpx.post(f"{serve_app}/v1/completions", json=body, timeout=60)
     assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] > 0
+    # The operator sees it: the dashboard's refusals panel, from a real Prometheus.
+    [refusals] = panel_series(prometheus, "Refused over the in-flight limit")
+    assert "429" in {s["metric"]["status"] for s in refusals}
 
 
 def test_per_class_acceptance_adds_up_to_the_engine_counters(openai_client, ray_cluster):
