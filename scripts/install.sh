@@ -16,6 +16,19 @@ for candidate in python3.11 python3.12 python3; do
 done
 [ -n "$python" ] || { echo "need Python 3.11 or 3.12" >&2; exit 1; }
 
+# Prometheus, for `python -m cluster.prometheus` and the dashboard's tests: Debian's package
+# (no recommends: the node exporter and friends are not needed), where this user may install it.
+if ! command -v prometheus >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  else
+    echo "no prometheus on PATH: install Debian's 'prometheus' package (or the official binary) for" \
+         "the dashboard's tests and python -m cluster.prometheus" >&2
+  fi
+fi
+
 stamp=".venv/.installed-$flavor-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 

@@ -45,22 +45,26 @@ def serve_configs(path: Path) -> list[dict]:
 
 def load_apps(path: Path) -> list[tuple[str, AppConfig]]:
     """Every application of ours in the file, validated with the same schema Serve uses."""
+    return [app for serve_config in serve_configs(path) for app in apps_in(serve_config, str(path))]
+
+
+def apps_in(serve_config: dict, where: str) -> list[tuple[str, AppConfig]]:
+    """Every application of ours in one Serve config; errors start with `where`."""
+    try:
+        deploy = ServeDeploySchema.model_validate(serve_config)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: not a valid Ray Serve config:\n{e}") from e
     apps = []
-    for serve_config in serve_configs(path):
+    for app in deploy.applications:
+        if app.import_path != APP_IMPORT_PATH:
+            continue
         try:
-            deploy = ServeDeploySchema.model_validate(serve_config)
+            apps.append((app.name, AppConfig.model_validate(app.args)))
         except ValidationError as e:
-            raise ConfigError(f"{path}: not a valid Ray Serve config:\n{e}") from e
-        for app in deploy.applications:
-            if app.import_path != APP_IMPORT_PATH:
-                continue
-            try:
-                apps.append((app.name, AppConfig.model_validate(app.args)))
-            except ValidationError as e:
-                prefix = f"{path}: applications[{app.name}].args."
-                raise ConfigError("\n".join(prefix + line for line in format_validation_error(e).splitlines())) from e
+            prefix = f"{where}: applications[{app.name}].args."
+            raise ConfigError("\n".join(prefix + line for line in format_validation_error(e).splitlines())) from e
     if not apps:
-        raise ConfigError(f"{path}: no application with import_path {APP_IMPORT_PATH}")
+        raise ConfigError(f"{where}: no application with import_path {APP_IMPORT_PATH}")
     return apps
 
 

@@ -1,43 +1,121 @@
-"""The KubeRay manifest: valid against the RayService CRD, same app as configs/prod.yaml,
-and enough GPUs of the right type in its worker group for the placement plan."""
+"""The KubeRay deployment: `kubectl apply -k k8s/` renders documents valid against the KubeRay
+CRDs and Kubernetes' own schemas, the same app as configs/prod.yaml, enough GPUs of the right
+type for the placement plan, and the pieces an operator needs wired to each other (the HTTP
+Service, readiness, the PodMonitor, the dashboard ConfigMap, the Secrets)."""
 
 from __future__ import annotations
 
-import jsonschema
-import pytest
+import copy
+from pathlib import PurePosixPath
+
 import yaml
 
+from cluster import k8s_manifests
 from serve_app.check import load_apps
 from serve_app.config.placement import plan_app
 from serve_app.llm_configs import ENGINE_LOAD_POLICY, build_draft_llm_config, build_llm_config
 from tests.helpers import ROOT
 
-SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
-MANIFEST = ROOT / "k8s" / "rayservice.yaml"
+K8S = ROOT / "k8s"
+MANIFEST = K8S / "rayservice.yaml"
 GPU_PRODUCT_LABELS = {"H100": "NVIDIA-H100-80GB-HBM3", "L4": "NVIDIA-L4"}
-
-
-def _crd_schema(name: str) -> dict:
-    path = SCHEMAS / name
-    if not path.exists():
-        pytest.fail(f"KubeRay CRD schemas are expected at {SCHEMAS} (shared/ beside the project)")
-    crd = yaml.safe_load(path.read_text())
-    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
 
 
 def _service() -> dict:
     return next(d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] == "RayService")
 
 
-def test_rayservice_matches_the_crd_schema():
-    jsonschema.validate(_service(), _crd_schema("ray.io_rayservices.yaml"))
+def _rendered() -> dict[str, dict]:
+    return {doc["kind"]: doc for doc in k8s_manifests.render(K8S)}
 
 
-def test_crd_validation_catches_a_broken_manifest():
+def _pod_templates(service: dict) -> list[dict]:
+    cluster = service["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+
+
+def _secret_names(node):
+    """Every Secret a manifest reads: volumes' secretName and env's secretKeyRef."""
+    if isinstance(node, dict):
+        if "secretName" in node:
+            yield node["secretName"]
+        if "secretKeyRef" in node:
+            yield node["secretKeyRef"]["name"]
+        for value in node.values():
+            yield from _secret_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _secret_names(value)
+
+
+def test_kustomize_renders_the_deployment_and_every_document_is_valid():
+    docs = _rendered()
+    assert set(docs) == {"RayService", "PodMonitor", "ConfigMap"}
+    assert docs["RayService"] == _service(), "kustomize must not change the RayService"
+    assert k8s_manifests.report(K8S) == []
+
+
+def test_a_bad_field_is_named_by_its_path():
     broken = _service()
     broken["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "two"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, _crd_schema("ray.io_rayservices.yaml"))
+    [error] = k8s_manifests.errors(broken)
+    assert error.startswith("spec.rayClusterConfig.workerGroupSpecs[0].replicas: 'two' is not of type 'integer'")
+    config_map = copy.deepcopy(_rendered()["ConfigMap"])
+    config_map["metadata"]["labels"]["grafana_dashboard"] = 1
+    [error] = k8s_manifests.errors(config_map)
+    assert error.startswith("metadata.labels.grafana_dashboard: 1 is not of type 'string'")
+
+
+def test_a_bad_serve_config_inside_the_rayservice_is_named_by_its_field():
+    broken = _service()
+    serve_config = yaml.safe_load(broken["spec"]["serveConfigV2"])
+    serve_config["applications"][0]["args"]["models"][0]["tensor_parallel_size"] = "four"
+    broken["spec"]["serveConfigV2"] = yaml.safe_dump(serve_config)
+    [error] = k8s_manifests.errors(broken)
+    assert "spec.serveConfigV2: applications[specserve].args.models.0.tensor_parallel_size" in error
+
+
+def test_the_dashboard_ships_as_a_configmap_for_grafanas_sidecar():
+    config_map = _rendered()["ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["data"] == {"specserve.json": (K8S / "dashboards" / "specserve.json").read_text()}
+
+
+def test_the_podmonitor_scrapes_every_ray_pods_metrics_port():
+    monitor, service = _rendered()["PodMonitor"], _service()
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    cluster = service["spec"]["rayClusterConfig"]
+    params = [cluster["headGroupSpec"]["rayStartParams"]] + [g["rayStartParams"] for g in cluster["workerGroupSpecs"]]
+    for template, start_params in zip(_pod_templates(service), params):
+        assert selector.items() <= template["metadata"]["labels"].items()
+        [port] = [p for p in template["spec"]["containers"][0]["ports"] if p["name"] == endpoint["port"]]
+        assert port["containerPort"] == int(start_params["metrics-export-port"])
+
+
+def test_http_service_and_readiness_follow_serves_port():
+    service = _service()
+    serve_port = yaml.safe_load(service["spec"]["serveConfigV2"])["http_options"]["port"]
+    assert [p["port"] for p in service["spec"]["serveService"]["spec"]["ports"]] == [serve_port]
+    for template in _pod_templates(service):
+        [container] = template["spec"]["containers"]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/-/healthz", "port": serve_port}
+        assert serve_port in {p["containerPort"] for p in container["ports"]}
+
+
+def test_every_secret_the_pods_read_is_mounted_where_the_app_reads_it_and_created_in_the_readme():
+    service, readme = _service(), (ROOT / "README.md").read_text()
+    access = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]["ingress"]["access"]
+    key_dirs = {str(PurePosixPath(access[f]).parent) for f in ("api_keys_file", "control_keys_file")}
+    for template in _pod_templates(service):
+        [container] = template["spec"]["containers"]
+        secret_volumes = {v["name"]: v["secret"]["secretName"] for v in template["spec"]["volumes"] if "secret" in v}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert all(secret_volumes.get(mounts.get(d)) == "specserve-keys" for d in key_dirs)
+    names = set(_secret_names(service))
+    assert names == {"specserve-keys", "hf-token"}
+    for name in names:
+        assert f"kubectl create secret generic {name}" in readme, f"README must say how to create {name}"
 
 
 def test_serve_config_is_configs_prod_yaml():
