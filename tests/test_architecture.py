@@ -71,6 +71,7 @@ def hub(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(architecture, "_hub_unreachable", False)
+    monkeypatch.setattr(architecture, "_hub_answers", {})
     yield configs, asked
     server.shutdown()
 
@@ -97,6 +98,9 @@ def test_the_hub_is_asked_when_nothing_local_has_the_config(hub):
     assert arch.param_count() == pytest.approx(0.596e9, rel=0.02)  # Qwen3-0.6B: 0.6B with tied embeddings
     assert asked == ["/Qwen/Qwen3-0.6B/resolve/main/config.json"]
     assert resolve_architecture("someorg/unknown-model") is None  # the hub's 404: no shape
+    # Asked once per repo, whatever its answer: every later lookup is from the first.
+    assert resolve_architecture("Qwen/Qwen3-0.6B") == arch and resolve_architecture("someorg/unknown-model") is None
+    assert len(asked) == 2
 
 
 def test_the_cache_answers_before_the_hub(hub, empty_cache):

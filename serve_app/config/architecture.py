@@ -199,6 +199,9 @@ UNGATED_MLP_MODEL_TYPES = {"opt", "gpt2", "gpt_bigcode", "gpt_neox"}
 # One try per process: a machine that cannot reach the hub should not wait on every model.
 HUB_TIMEOUT_S = 5.0
 _hub_unreachable = False
+# The hub's answer per URL, for the process: a config names a model in several places (pools,
+# drafts, the planner), and each shape lookup would otherwise ask again.
+_hub_answers: dict[str, dict | None] = {}
 
 
 def hub_config(repo_id: str) -> dict | None:
@@ -208,6 +211,8 @@ def hub_config(repo_id: str) -> dict | None:
     if _hub_unreachable or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return None
     url = hf_hub_url(repo_id, "config.json", endpoint=os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    if url in _hub_answers:
+        return _hub_answers[url]
     try:
         response = httpx.get(url, headers=build_hf_headers(), timeout=HUB_TIMEOUT_S, follow_redirects=True)
     except httpx.HTTPError as e:
@@ -216,8 +221,8 @@ def hub_config(repo_id: str) -> dict | None:
         return None
     if response.status_code != 200:
         logger.info("the hub gave no config.json for %s (HTTP %s)", repo_id, response.status_code)
-        return None
-    return response.json()
+    _hub_answers[url] = response.json() if response.status_code == 200 else None
+    return _hub_answers[url]
 
 
 def _hub_id(source: str) -> bool:
