@@ -26,7 +26,7 @@ from serve_app.check import ConfigError, apps_in
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
-KUBERNETES_VERSION = "1.32.0"  # the oldest minor the GPU clouds' managed Kubernetes still offer
+KUBERNETES_VERSION = "1.32.0"  # the kinds used here (ConfigMap, Service, Secret) are stable v1 long before it
 CRD_FILES = {
     ("ray.io/v1", "RayService"): "ray.io_rayservices.yaml",
     ("ray.io/v1", "RayCluster"): "ray.io_rayclusters.yaml",
@@ -95,9 +95,10 @@ def _serve_config_errors(doc: dict) -> list[str]:
     return []
 
 
-def report(directory: Path) -> list[str]:
+def report(docs: list[dict]) -> list[str]:
+    """Every error of the rendered documents, each prefixed with its document's kind and name."""
     lines = []
-    for doc in render(directory):
+    for doc in docs:
         name = f"{doc.get('kind')} {doc.get('metadata', {}).get('name')}"
         lines += [f"{name}: {error}" for error in errors(doc)]
     return lines
@@ -106,7 +107,7 @@ def report(directory: Path) -> list[str]:
 def main() -> int:
     directory = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "k8s"
     docs = render(directory)
-    problems = report(directory)
+    problems = report(docs)
     for line in problems:
         print(line, file=sys.stderr)
     if not problems:
