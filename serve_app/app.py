@@ -23,8 +23,6 @@ def build_app(args: AppConfig) -> Application:
     """One target deployment per pool, one per draft worker, behind one OpenAI ingress."""
     pools: dict[str, dict[str, Application]] = {}
     cards, llm_configs = {}, []
-    tuned = any(p.speculation.tuned() for m in args.models for p in m.pools)
-    reporting = any(m.reporting_pools() for m in args.models)
     # One small replica: it only folds reports and does arithmetic, every few seconds.
     # No access log: every ingress replica asks it for the route table every 2 s.
     tuner = (
@@ -35,7 +33,7 @@ def build_app(args: AppConfig) -> Application:
             ray_actor_options={"num_cpus": 0.1},
             logging_config={"enable_access_log": False},
         ).bind(args)
-        if tuned or reporting
+        if any(args.tuner_roles().values())
         else None
     )
     # A replica that is scaled down or replaced finishes what it is serving for up to this long.

@@ -66,6 +66,8 @@ def test_an_examples_pool_reports_its_acceptance_to_the_tuner(path):
     [(_, app)] = load_apps(path)
     model = app.models[0]
     assert model.router is None and model.reporting_pools() == model.pools
+    # so the app runs a tuner for the acceptance route alone
+    assert app.tuner_roles() == {"tuned": False, "planned": False, "speculating": True, "reporting": True}
 
 
 def test_a_pool_without_speculation_reports_only_where_the_tuner_routes():
@@ -74,3 +76,6 @@ def test_a_pool_without_speculation_reports_only_where_the_tuner_routes():
     assert {p.speculation.method for p in model.reporting_pools()} == {"none", "draft_model"}  # goodput router
     unrouted = model.model_copy(update={"router": None})
     assert {p.speculation.method for p in unrouted.reporting_pools()} == {"draft_model"}
+    assert all(app.tuner_roles().values())
+    plain = model.model_copy(update={"router": None, "pools": [model.pool("plain")]})
+    assert not any(app.model_copy(update={"models": [plain]}).tuner_roles().values())  # no tuner at all

@@ -646,6 +646,22 @@ class AppConfig(_Strict):
         "requests (Serve's graceful_shutdown_timeout_s on every deployment).",
     )
 
+    def tuner_roles(self) -> dict[str, bool]:
+        """What the spec tuner does in this app; the app runs one where any holds, and each
+        backs a route under /v1/spec. tuned: it sets k on routed pools; planned: it plans a
+        model's routes; speculating: it hears acceptance from tuned pools and every speculative
+        pool of one method."""
+        pools = [(m, p) for m in self.models for p in m.pools]
+        return {
+            "tuned": any(p.speculation.tuned() for _, p in pools),
+            "planned": any(m.routes_by_goodput() for m in self.models),
+            "speculating": any(
+                p.speculation.tuned() or (p in m.reporting_pools() and p.speculation.method != "none") for m, p in pools
+            ),
+            # plain pools report step times where the tuner plans routes
+            "reporting": any(m.reporting_pools() for m in self.models),
+        }
+
     @model_validator(mode="after")
     def _unique_ids(self) -> AppConfig:
         ids = [m.id for m in self.models]

@@ -98,16 +98,7 @@ class SpecIngress(OpenAiIngress):
         super().__init__(llm_deployments, model_cards)
         access.check(app_config.ingress.access)
         self._tuner = tuner
-        self._tuner_serves = {
-            "tuned": any(p.speculation.tuned() for m in app_config.models for p in m.pools),
-            "planned": any(m.routes_by_goodput() for m in app_config.models),
-            # what the tuner hears from: tuned routed pools and every speculative pool of one method
-            "speculating": any(
-                p.speculation.tuned() or (p in m.reporting_pools() and p.speculation.method != "none")
-                for m in app_config.models
-                for p in m.pools
-            ),
-        }
+        self._tuner_roles = app_config.tuner_roles()
         self._pool_deployments = pool_deployments
         self._pool_handles = {
             (model, pool): handle.options(stream=True)
@@ -199,7 +190,7 @@ class SpecIngress(OpenAiIngress):
     def _tuner_handle(self, serves: str) -> DeploymentHandle:
         """The spec tuner, for a route that needs what `serves` names; 404 (with the config field
         that turns it on) where the app has none of it."""
-        if self._tuner is None or not self._tuner_serves[serves]:
+        if self._tuner is None or not self._tuner_roles[serves]:
             raise OpenAIHTTPException(
                 status_code=status.HTTP_404_NOT_FOUND, type="NotFoundError", message=TUNER_MISSING[serves]
             )
