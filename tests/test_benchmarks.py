@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.benchmarks.http_load import RequestResult, summarize
+from cluster.testmodels.build import DEFAULT_OUT
 
 
 def test_summary_counts_tokens_per_second_and_time_per_output_token():
@@ -66,3 +67,24 @@ def test_peers_smoke_run_reports_every_section_from_its_measurements_and_leaves_
     assert "| vllm | ngram k=2 | mix | rate 4 |" in table and "router / best fixed" in table
     assert (tmp_path / "peers.png").stat().st_size > 0 and (tmp_path / "peers_latency.png").stat().st_size > 0
     assert len(result["runs"]) == 2 and not any(run_processes(run) for run in result["runs"])
+
+
+def test_engine_memory_smoke_run_shows_the_primitive_cache_growth_and_its_bound(test_models, tmp_path):
+    """Two real CPU engines, one per arm, each meeting 60 new step sizes: with oneDNN's cache on
+    (its default) every new size past vLLM's per-layer caches adds to the live heap; off (the
+    app's setting) it does not."""
+    import json
+    import subprocess
+    import sys
+
+    argv = ["--model-dir", str(DEFAULT_OUT / "target"), "--lengths", "60", "--rounds", "2", "--passes", "1"]
+    argv += ["--max-tokens", "8", "--out", str(tmp_path)]
+    subprocess.run([sys.executable, "-m", "cluster.benchmarks.engine_memory", *argv], check=True, timeout=900)
+    result = json.loads((tmp_path / "engine_memory.json").read_text())
+    on, off = (next(r for r in result["rows"] if r["arm"] == arm) for arm in ("cache on", "cache off"))
+    assert on["mib_per_new_size"] > 0.5  # 1.27 MiB per size on the test target
+    assert off["mib_per_new_size"] < 0.2
+    assert [h[0] for h in result["passes"][0]["heap"]] == [0, 10, 20, 30, 40, 50, 60]
+    assert all(r["tokens_per_s"][0] > 0 for r in result["rows"])
+    assert "| cache off |" in (tmp_path / "engine_memory.md").read_text()
+    assert (tmp_path / "engine_memory.png").stat().st_size > 0
