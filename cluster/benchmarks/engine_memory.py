@@ -22,9 +22,9 @@ import sys
 import time
 
 from cluster.benchmarks import report
-from serve_app.engine import ONEDNN_CACHE_ENV, preload_tcmalloc
+from serve_app.engine import ONEDNN_CACHE_ENV, bound_onednn_cache, preload_tcmalloc
 
-ARMS = {"cache on": None, "cache off": "0"}
+ARMS = ("cache on", "cache off")  # off: as serve_app.engine sets it for the app's engines
 HEAP_EVERY = 10  # distinct lengths between heap samples
 # vLLM's CPU linear layers cache the last 32 step sizes each (create_onednn_mm): both arms grow
 # until they are full, so growth per new size is judged from the first sample past them.
@@ -73,8 +73,8 @@ def run_pass(arm: str, args, seed: int) -> dict:
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1")
     preload_tcmalloc(env)
     env.pop(ONEDNN_CACHE_ENV, None)
-    if ARMS[arm] is not None:
-        env[ONEDNN_CACHE_ENV] = ARMS[arm]
+    if arm == "cache off":
+        bound_onednn_cache(env)
     child = [sys.executable, "-m", "cluster.benchmarks.engine_memory", "--pass-seed", str(seed)]
     child += ["--model-dir", args.model_dir, "--lengths", str(args.lengths), "--rounds", str(args.rounds)]
     child += ["--max-tokens", str(args.max_tokens)]
