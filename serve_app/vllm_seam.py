@@ -1,16 +1,25 @@
 """The one place this project reaches into engine internals that vLLM and Ray Serve LLM do not
 publish (the ingress's reach into Ray Serve LLM is `ray_llm_seam.py`): what the routed
-proposer reads from vLLM's model runner, how it builds vLLM's n-gram lookup, and how the draft
-worker gets at the engine client behind Ray's `LLMServer`. `tests/test_vllm_seam.py` pins each
+proposer reads from vLLM's model runner, how it builds vLLM's n-gram lookup, the OpenMP
+binding vLLM gives a CPU worker, and how the draft worker gets at the engine client behind
+Ray's `LLMServer`. `tests/test_vllm_seam.py` pins each
 against the installed versions, so an upgrade that moves one fails there, not at run time.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from types import SimpleNamespace
 
 from vllm.config import VllmConfig
+from vllm.utils.ompmultiprocessing import OMPProcessManager
 from vllm.v1.spec_decode.ngram_proposer import NgramProposer
+
+
+def one_worker_omp_env(vllm_config: VllmConfig) -> AbstractContextManager:
+    """The OpenMP environment (thread count, affinity) vLLM's multiprocessing executor sets while it
+    starts its CPU worker of rank 0, set in this process for as long as the block runs."""
+    return OMPProcessManager(vllm_config).configure_omp_envs(rank=0, local_rank=0)
 
 
 def ngram_lookup(vllm_config: VllmConfig, lookup_min: int, lookup_max: int, k_max: int) -> NgramProposer:

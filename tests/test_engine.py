@@ -1,15 +1,19 @@
 """The engine every replica runs (serve_app/engine.py): one process per one-rank CPU engine
-(tests/test_ray_llm_seam.py pins the override point), on tcmalloc, with oneDNN's primitive cache off."""
+(tests/test_ray_llm_seam.py pins the override point), on tcmalloc, with oneDNN's primitive cache off,
+its threads bound to its cores."""
 
 from __future__ import annotations
 
 import ctypes.util
+import os
 
+import psutil
 import pytest
 
 from cluster.processes import run_processes
 from serve_app import engine
 from tests.helpers import LOCAL_MODEL
+from tests.test_vllm_seam import one_rank_cpu_config
 
 TCMALLOC = ctypes.util.find_library(engine.CPU_ALLOCATOR)
 
@@ -44,6 +48,20 @@ def test_onednn_cache_is_off_unless_the_operator_sized_it():
     assert sized == {engine.ONEDNN_CACHE_ENV: "64"}
 
 
+def test_a_one_process_engine_gets_its_cores_and_numba_as_many_threads(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
+    monkeypatch.setenv("LD_PRELOAD", "libgomp.so.1")
+    monkeypatch.setenv(engine.NUMBA_THREADS_ENV, "8")
+    with engine.bind_one_process_engine(one_rank_cpu_config()):
+        assert os.environ["OMP_NUM_THREADS"] == os.environ[engine.NUMBA_THREADS_ENV] == "2"
+        assert os.environ["GOMP_CPU_AFFINITY"] == "0 1"
+    assert os.environ[engine.NUMBA_THREADS_ENV] == "8"
+    monkeypatch.delenv(engine.NUMBA_THREADS_ENV)
+    with engine.bind_one_process_engine(one_rank_cpu_config()):
+        pass
+    assert engine.NUMBA_THREADS_ENV not in os.environ
+
+
 def test_every_engine_of_the_app_is_one_process_on_tcmalloc(serve_app, ray_cluster):
     engines = [p for p in run_processes(ray_cluster["run_id"]) if "EngineCore" in " ".join(p.cmdline())]
     # One engine core per target pool and draft worker, and no separate model worker beside it.
@@ -54,3 +72,23 @@ def test_every_engine_of_the_app_is_one_process_on_tcmalloc(serve_app, ray_clust
             assert "libtcmalloc" in maps.read(), f"engine {proc.pid} runs on glibc's malloc"
         # oneDNN reads its capacity from the environment at its first primitive
         assert proc.environ().get(engine.ONEDNN_CACHE_ENV) == "0", f"engine {proc.pid} caches every batch size"
+
+
+def test_every_engine_of_the_app_runs_on_the_cores_its_config_names(serve_app, ray_cluster):
+    """Each engine's threads stay on its pool's (or draft worker's) `cpu_cores`, with one OpenMP
+    and one numba thread per core: unbound, two busy engines span on each other's core."""
+    configured = {f"target-{LOCAL_MODEL['id']}-{p['name']}": p["cpu_cores"] for p in LOCAL_MODEL["pools"]}
+    configured |= {f"draft-{LOCAL_MODEL['id']}-{w['name']}": w["cpu_cores"] for w in LOCAL_MODEL["draft_workers"]}
+    seen = {}
+    for proc in run_processes(ray_cluster["run_id"]):
+        if "EngineCore" not in " ".join(proc.cmdline()):
+            continue
+        # ray::ServeReplica:<app>:<deployment>[.<method it runs>]
+        name = proc.parent().cmdline()[0].split(":")[-1].split(".")[0].strip()
+        cores = sorted(int(c) for c in configured[name].split(","))
+        for thread in proc.threads():
+            assert psutil.Process(thread.id).cpu_affinity() == cores, f"{name}: thread {thread.id} is not bound"
+        env = proc.environ()
+        assert env["OMP_NUM_THREADS"] == env[engine.NUMBA_THREADS_ENV] == str(len(cores)), name
+        seen[name] = cores
+    assert set(seen) == set(configured)

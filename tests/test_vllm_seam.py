@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,6 +23,26 @@ def test_ngram_lookup_drafts_what_followed_the_last_ngram_earlier_in_the_sequenc
     tokens[0, :8] = [1, 2, 3, 4, 5, 1, 2, 3]
     drafts = lookup.propose(3, [[3], [], [], []], np.array([8, 0, 0, 0]), tokens)
     assert list(drafts[0]) == [4, 5, 1]
+
+
+def one_rank_cpu_config():
+    """The fields vLLM's OpenMP manager reads from a one-rank CPU engine's config."""
+    return SimpleNamespace(
+        parallel_config=SimpleNamespace(local_world_size=1, data_parallel_rank_local=None, _api_process_count=1),
+        kv_transfer_config=None,
+    )
+
+
+def test_one_worker_omp_env_binds_the_threads_to_the_configured_cores_while_the_block_runs(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "1")
+    monkeypatch.setenv("LD_PRELOAD", "libgomp.so.1")  # torch's libgomp, as the engines preload it
+    monkeypatch.delenv("GOMP_CPU_AFFINITY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    with vllm_seam.one_worker_omp_env(one_rank_cpu_config()):
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+        assert os.environ["GOMP_CPU_AFFINITY"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "7"
+    assert "GOMP_CPU_AFFINITY" not in os.environ
 
 
 def test_the_model_runner_keeps_its_batch_rows_and_request_states_where_the_seam_reads_them():
