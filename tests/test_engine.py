@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+import subprocess
+import sys
 
 import psutil
 import pytest
+import torch
 
 from cluster.processes import run_processes
 from serve_app import engine
@@ -62,6 +65,25 @@ def test_a_one_process_engine_gets_its_cores_and_numba_as_many_threads(monkeypat
     assert engine.NUMBA_THREADS_ENV not in os.environ
 
 
+NUMBA_THEN_TORCH = """
+import numba, numpy, torch
+numba.njit(parallel=True)(lambda a: a.sum())(numpy.ones(1000))  # numba's OpenMP pool starts here
+print(numba.threading_layer(), torch.get_num_threads())
+"""
+
+
+def test_prompt_lookup_leaves_the_engine_at_its_bound_thread_count(monkeypatch):
+    """numba's OpenMP pool shares torch's libgomp (the engines preload it) and sets its thread
+    count to its own: the binding gives numba the engine's count, so torch keeps it."""
+    libgomp = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
+    monkeypatch.setenv("LD_PRELOAD", libgomp)
+    with engine.bind_one_process_engine(one_rank_cpu_config()):
+        out = subprocess.run([sys.executable, "-c", NUMBA_THEN_TORCH], capture_output=True, text=True, check=True)
+    layer, torch_threads = out.stdout.split()
+    assert torch_threads == "1", f"numba's {layer} pool raised torch to {torch_threads} threads"
+
+
 def test_every_engine_of_the_app_is_one_process_on_tcmalloc(serve_app, ray_cluster):
     engines = [p for p in run_processes(ray_cluster["run_id"]) if "EngineCore" in " ".join(p.cmdline())]
     # One engine core per target pool and draft worker, and no separate model worker beside it.
@@ -87,7 +109,11 @@ def test_every_engine_of_the_app_runs_on_the_cores_its_config_names(serve_app, r
         name = proc.parent().cmdline()[0].split(":")[-1].split(".")[0].strip()
         cores = sorted(int(c) for c in configured[name].split(","))
         for thread in proc.threads():
-            assert psutil.Process(thread.id).cpu_affinity() == cores, f"{name}: thread {thread.id} is not bound"
+            try:
+                affinity = psutil.Process(thread.id).cpu_affinity()
+            except psutil.NoSuchProcess:  # a thread that ended since the listing
+                continue
+            assert affinity == cores, f"{name}: thread {thread.id} runs on {affinity}, not {cores}"
         env = proc.environ()
         assert env["OMP_NUM_THREADS"] == env[engine.NUMBA_THREADS_ENV] == str(len(cores)), name
         seen[name] = cores
