@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from vllm.config import VllmConfig
 from vllm.utils.ompmultiprocessing import OMPProcessManager
-from vllm.v1.spec_decode.ngram_proposer import NgramProposer
+
+if TYPE_CHECKING:
+    from vllm.v1.spec_decode.ngram_proposer import NgramProposer
 
 
 def one_worker_omp_env(vllm_config: VllmConfig) -> AbstractContextManager:
@@ -25,6 +28,12 @@ def one_worker_omp_env(vllm_config: VllmConfig) -> AbstractContextManager:
 def ngram_lookup(vllm_config: VllmConfig, lookup_min: int, lookup_max: int, k_max: int) -> NgramProposer:
     """vLLM's batched prompt lookup for a `custom_class` proposer, whose speculative config
     leaves the lookup sizes unset; NgramProposer reads only these fields."""
+    # Imported here, not at the top: it loads numba, and a process that has loaded numba cannot
+    # start an in-process vLLM engine (vLLM's CPU kernel rebinding walks every loaded module and
+    # trips on llvmlite's library wrapper), as the engine_memory benchmark does after importing
+    # serve_app.engine.
+    from vllm.v1.spec_decode.ngram_proposer import NgramProposer
+
     return NgramProposer(
         SimpleNamespace(
             speculative_config=SimpleNamespace(

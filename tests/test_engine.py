@@ -84,6 +84,13 @@ def test_prompt_lookup_leaves_the_engine_at_its_bound_thread_count(monkeypatch):
     assert torch_threads == "1", f"numba's {layer} pool raised torch to {torch_threads} threads"
 
 
+def test_importing_the_engine_leaves_numba_unloaded():
+    """A process that loaded numba cannot start an in-process vLLM engine (engine_memory does)."""
+    code = "import sys, serve_app.engine; print(sorted({'numba', 'llvmlite'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == "[]"
+
+
 def test_every_engine_of_the_app_is_one_process_on_tcmalloc(serve_app, ray_cluster):
     engines = [p for p in run_processes(ray_cluster["run_id"]) if "EngineCore" in " ".join(p.cmdline())]
     # One engine core per target pool and draft worker, and no separate model worker beside it.
