@@ -44,7 +44,7 @@ import os
 from vllm.platforms import current_platform
 
 from serve_app.ray_llm_seam import VLLMEngine
-from serve_app.vllm_seam import one_worker_omp_env
+from serve_app.vllm_seam import one_worker_omp_env, set_env_var
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +89,9 @@ def bind_one_process_engine(vllm_config):
     """For the one-process CPU engine started inside this block: the OpenMP threads and affinity
     vLLM's multiprocessing executor gives its one worker (the cores of VLLM_CPU_OMP_THREADS_BIND),
     and as many threads for numba, which the n-gram proposer runs on."""
-    with one_worker_omp_env(vllm_config):
-        previous = os.environ.get(NUMBA_THREADS_ENV)
-        os.environ[NUMBA_THREADS_ENV] = os.environ.get("OMP_NUM_THREADS", "1")
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(NUMBA_THREADS_ENV, None)
-            else:
-                os.environ[NUMBA_THREADS_ENV] = previous
+    # The second item is evaluated inside the first, so it reads the OMP_NUM_THREADS just set.
+    with one_worker_omp_env(vllm_config), set_env_var(NUMBA_THREADS_ENV, os.environ.get("OMP_NUM_THREADS", "1")):
+        yield
 
 
 class AppEngine(VLLMEngine):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from vllm.config import VllmConfig
 from vllm.utils.ompmultiprocessing import OMPProcessManager
+from vllm.utils.system_utils import set_env_var  # noqa: F401  (vLLM's own set-and-restore of one variable)
 
 if TYPE_CHECKING:
     from vllm.v1.spec_decode.ngram_proposer import NgramProposer

@@ -15,7 +15,9 @@ import torch
 
 from cluster.processes import run_processes
 from serve_app import engine
-from tests.helpers import LOCAL_MODEL
+from serve_app.config.schema import AppConfig
+from serve_app.llm_configs import deployment_name
+from tests.helpers import LOCAL_MODEL, local_args
 from tests.test_vllm_seam import one_rank_cpu_config
 
 TCMALLOC = ctypes.util.find_library(engine.CPU_ALLOCATOR)
@@ -106,8 +108,9 @@ def test_every_engine_of_the_app_is_one_process_on_tcmalloc(serve_app, ray_clust
 def test_every_engine_of_the_app_runs_on_the_cores_its_config_names(serve_app, ray_cluster):
     """Each engine's threads stay on its pool's (or draft worker's) `cpu_cores`, with one OpenMP
     and one numba thread per core: unbound, two busy engines span on each other's core."""
-    configured = {f"target-{LOCAL_MODEL['id']}-{p['name']}": p["cpu_cores"] for p in LOCAL_MODEL["pools"]}
-    configured |= {f"draft-{LOCAL_MODEL['id']}-{w['name']}": w["cpu_cores"] for w in LOCAL_MODEL["draft_workers"]}
+    model = AppConfig.model_validate(local_args()).models[0]
+    configured = {deployment_name("target", model, p.name): p.cpu_cores for p in model.pools}
+    configured |= {deployment_name("draft", model, w.name): w.cpu_cores for w in model.draft_workers}
     seen = {}
     for proc in run_processes(ray_cluster["run_id"]):
         if "EngineCore" not in " ".join(proc.cmdline()):
