@@ -62,6 +62,8 @@ def build_app(args: AppConfig) -> Application:
                     draft_worker=draft_workers[pool.speculation.draft_worker],
                     draft_config=model.draft_worker(pool.speculation.draft_worker),
                 )
+            if (local_draft := pool.speculation.local_draft_source()) is not None:
+                bind_kwargs.update(local_draft=local_draft)
             if pool.speculation.tuned():
                 bind_kwargs.update(tuner=tuner, tuner_config=pool.speculation.tuner)
             elif pool in model.reporting_pools():

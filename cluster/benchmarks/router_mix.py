@@ -3,8 +3,9 @@
     python -m cluster.benchmarks.router_mix [--base-url URL] [--out DIR]
 
 The same shuffled mix of the testbed's kinds (`workloads.MIX`, no class hints) is sent with
-each method forced on every request (x-spec-method: none, ngram, draft_model, remote_draft) and
-then with no header, so the router classifies each request and its policy picks the method.
+each method forced on every request (x-spec-method: none, ngram, draft_model, local_draft,
+ngram_or_draft by default) and then with no header, so the router classifies each request and
+its policy picks the method.
 The router first gets a warm-up pass of other requests of the mix, from which the spec tuner
 gathers its evidence. Concurrency 1, 4 and 16 by default, all in one run, each in `--rounds`
 interleaved passes over the arms (drift on a shared host then hits every arm alike), each pass
@@ -170,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=30, help="requests the router may learn from first")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved passes of every arm per concurrency")
-    parser.set_defaults(concurrency="1,4,16")
+    # Every method a class of configs/local.yaml may get; remote_draft (a draft worker's call per
+    # step) was the slowest arm at every concurrency and no class routes to it there.
+    parser.set_defaults(concurrency="1,4,16", methods="none,ngram,draft_model,local_draft,ngram_or_draft")
     args = parser.parse_args(argv)
     rows, classes = run(
         args.base_url,

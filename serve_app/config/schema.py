@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
 from serve_app.config.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.config.vllm_speculative import K_FROM_DRAFT_CONFIG, to_schema_fields
-from serve_app.proposer.request_spec import DEFAULT_CLASS, REMOTE_DRAFT, ROUTED_METHODS
+from serve_app.proposer.request_spec import DEFAULT_CLASS, LOCAL_DRAFT_METHODS, REMOTE_DRAFT, ROUTED_METHODS
 from serve_app.router.classifier import RECOGNISED_CLASSES
 
 K_MAX = 16
@@ -137,14 +137,19 @@ class TunerConfig(_Strict):
 class SpeculationConfig(_Strict):
     # "Method" names two things, as in vLLM: the engine's setup here, and the method a request
     # gets (`methods()`, the `x-spec-method` header, the router's choice). They are the same
-    # except for `routed`, one engine whose requests each get ngram, remote_draft or none.
+    # except for `routed`, one engine whose requests each get ngram, remote_draft, local_draft,
+    # ngram_or_draft or none.
     method: SpeculationMethod = Field(
         "none",
         description="The pool engine's speculation: a vLLM method, which every request on the pool "
-        "gets, or 'routed' (this app's proposer: ngram, remote_draft or none per request, k per request).",
+        "gets, or 'routed' (this app's proposer: a method per request, k per request).",
     )
     num_speculative_tokens: int | None = Field(None, ge=1, le=K_MAX)
-    draft: CheckpointConfig | None = Field(None, description="Draft model or head, for methods that need one.")
+    draft: CheckpointConfig | None = Field(
+        None,
+        description="Draft model or head, for methods that need one; on a 'routed' pool, a draft model its "
+        f"worker loads for {' and '.join(LOCAL_DRAFT_METHODS)} requests.",
+    )
     speculative_config: dict[str, Any] | None = Field(
         None,
         description="vLLM's --speculative-config JSON as it is, instead of method, num_speculative_tokens, "
@@ -176,7 +181,7 @@ class SpeculationConfig(_Strict):
                 f"method '{self.method}' needs a draft model: set draft.source "
                 f"(e.g. a local checkpoint path or a hub id)"
             )
-        if self.method not in METHODS_WITH_DRAFT and self.draft is not None:
+        if self.method not in METHODS_WITH_DRAFT | {"routed"} and self.draft is not None:
             raise ValueError(f"method '{self.method}' does not use a draft model; remove `draft`")
         if self.method != "routed" and self.draft_worker is not None:
             raise ValueError("draft_worker is used by method 'routed' only; remove it or set method: routed")
@@ -204,7 +209,14 @@ class SpeculationConfig(_Strict):
         """The speculation methods a request sent to this pool can get."""
         if self.method != "routed":
             return (self.method,)
-        return tuple(m for m in ROUTED_METHODS if m != REMOTE_DRAFT or self.draft_worker is not None)
+        unavailable = set() if self.draft_worker is not None else {REMOTE_DRAFT}
+        if self.draft is None:
+            unavailable |= set(LOCAL_DRAFT_METHODS)
+        return tuple(m for m in ROUTED_METHODS if m not in unavailable)
+
+    def local_draft_source(self) -> str | None:
+        """The checkpoint a routed pool's worker loads for its local draft methods."""
+        return resolve_source(self.draft.source) if self.method == "routed" and self.draft is not None else None
 
     def vllm_config(self) -> dict[str, Any] | None:
         if self.method == "none":
@@ -214,7 +226,7 @@ class SpeculationConfig(_Strict):
             cfg["num_speculative_tokens"] = self.num_speculative_tokens
         if self.method == "routed":
             cfg.update(method="custom_class", model=ROUTED_PROPOSER)
-        if self.draft is not None:
+        elif self.draft is not None:
             cfg["model"] = resolve_source(self.draft.source)
         return {**cfg, **self.options}
 
@@ -540,7 +552,8 @@ class ModelConfig(_Strict):
                         raise ValueError(
                             f"router.classes[{c}] ({request_class.name}) allows method '{method}' but no pool serves "
                             f"it; add a pool with speculation.method '{method}' (or 'routed' for ngram and none, "
-                            f"with a draft_worker for {REMOTE_DRAFT})"
+                            f"with a draft_worker for {REMOTE_DRAFT}, with a draft for "
+                            f"{', '.join(LOCAL_DRAFT_METHODS)})"
                         )
         for fit in plan_model(self):
             if not fit.fits:

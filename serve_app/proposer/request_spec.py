@@ -19,8 +19,14 @@ TUNED_KEY = "spec_tuned"
 DEFAULT_CLASS = "default"
 # Drafts from the model's separately placed draft worker (see `remote_draft.py`).
 REMOTE_DRAFT = "remote_draft"
+# Drafts from the draft model loaded in the routed engine's own worker (see `local_draft.py`).
+LOCAL_DRAFT = "local_draft"
+# Prompt lookup where the request's tokens have a match, else the local draft model.
+NGRAM_OR_DRAFT = "ngram_or_draft"
 # Methods the routed proposer runs per request inside one target engine.
-ROUTED_METHODS: tuple[str, ...] = ("ngram", REMOTE_DRAFT, "none")
+ROUTED_METHODS: tuple[str, ...] = ("ngram", REMOTE_DRAFT, LOCAL_DRAFT, NGRAM_OR_DRAFT, "none")
+# Those that need the pool's own draft model (`speculation.draft` of a routed pool).
+LOCAL_DRAFT_METHODS = (LOCAL_DRAFT, NGRAM_OR_DRAFT)
 
 
 @dataclass(frozen=True)

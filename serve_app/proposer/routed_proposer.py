@@ -2,13 +2,14 @@
 
 vLLM fixes the speculation method and k at engine start; this proposer is built once per
 worker with k_max and, at each step, reads every batch row's request (`extra_args`, see
-`request_spec.py`) to decide what to propose for it: nothing, an ngram prompt-lookup draft,
-or a draft from the model's separately placed draft worker, each of that request's own k.
+`request_spec.py`) to decide what to propose for it: nothing, an ngram prompt-lookup draft, a
+draft from the model's separately placed draft worker, or one from the draft model in this
+worker (alone, or where prompt lookup finds no match), each of that request's own k.
 A request whose k its client did not pin gets the spec tuner's k for its class and method
 (`tuned_k`), so a new k applies from the next step, to requests already running too.
-The model runner (needed to map batch rows to requests) and the draft worker's endpoint are
-handed over by `SpecControlExtension.attach_routed_proposer` once the engine is up; until
-then every row gets no draft, which is plain decoding.
+The model runner (needed to map batch rows to requests), the draft worker's endpoint and the
+local draft model's checkpoint are handed over by `SpecControlExtension.attach_routed_proposer`
+once the engine is up; until then every row gets no draft, which is plain decoding.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 from vllm.config import VllmConfig
 
 from serve_app.proposer.acceptance import AcceptanceBook
+from serve_app.proposer.local_draft import LocalDraftModel
 from serve_app.proposer.remote_draft import RemoteDraftClient
-from serve_app.proposer.request_spec import REMOTE_DRAFT, RequestSpec
+from serve_app.proposer.request_spec import LOCAL_DRAFT, NGRAM_OR_DRAFT, REMOTE_DRAFT, RequestSpec
 from serve_app.proposer.step_timer import StepTimer
 from serve_app.vllm_seam import ngram_lookup, request_extra_args, scheduled_request_ids
 
@@ -43,8 +45,11 @@ class RoutedProposer:
         spec = vllm_config.speculative_config
         self.k_max = spec.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
+        self.dtype = vllm_config.model_config.dtype
+        self.max_requests = vllm_config.scheduler_config.max_num_seqs
         self.runner = None
         self.remote: RemoteDraftClient | None = None
+        self.local: LocalDraftModel | None = None
         self.book = AcceptanceBook()
         self.timer = StepTimer()
         # (request class, method) -> (k, share of steps probed at k+-1), set by the spec tuner.
@@ -54,13 +59,16 @@ class RoutedProposer:
         lookup_max = spec.prompt_lookup_max or max(lookup_min, DEFAULT_PROMPT_LOOKUP[1])
         self.ngram = ngram_lookup(vllm_config, lookup_min, lookup_max, self.k_max)
 
-    def attach(self, runner, remote: RemoteDraftClient | None = None) -> None:
-        """`remote` is given to the TP rank whose drafts vLLM uses; other ranks never call the draft worker."""
+    def attach(self, runner, remote: RemoteDraftClient | None = None, local_draft: str | None = None) -> None:
+        """`remote` and `local_draft` (a checkpoint) are given to the TP rank whose drafts vLLM uses;
+        other ranks never draft."""
+        if local_draft is not None:
+            self.local = LocalDraftModel(local_draft, self.dtype, runner.device, self.max_requests)
         self.runner = runner
         self.remote = remote
 
     def load_model(self, *args, **kwargs) -> None:
-        """No weights: the drafts come from the request's own tokens."""
+        """No weights at engine start: the local draft model, if any, loads at `attach`."""
 
     # What the worker extension's RPCs read and set (the target server calls them per period).
     def acceptance(self) -> list[dict]:
@@ -108,7 +116,7 @@ class RoutedProposer:
             return drafts
         req_ids = scheduled_request_ids(self.runner, rows)
         specs = self.request_specs(req_ids)
-        ngram_rows = {i for i, s in enumerate(specs) if s.method == "ngram" and s.k > 0}
+        ngram_rows = {i for i, s in enumerate(specs) if s.method in ("ngram", NGRAM_OR_DRAFT) and s.k > 0}
         if ngram_rows:
             start = time.perf_counter()
             # One batched lookup at the largest k asked for; each row is then cut to its own k.
@@ -136,6 +144,7 @@ class RoutedProposer:
                 self.timer.drafted(REMOTE_DRAFT, len(remote_rows), max(ks), time.perf_counter() - start)
             for i, k, tokens in zip(remote_rows, ks, proposed or []):
                 drafts[i] = list(tokens[:k])
+        self._draft_locally(req_ids, specs, drafts, sampled_token_ids, num_tokens_no_spec, token_ids_cpu)
         # A row still prefilling (nothing sampled) cannot be drafted for: it asked for nothing.
         asks = [
             (s.request_class, s.method, s.k if sampled else 0, len(d))
@@ -144,3 +153,26 @@ class RoutedProposer:
         verified = self.book.step(req_ids, sampled_token_ids, asks)
         self.timer.step_done(req_ids, sampled_token_ids, verified, forward_end)
         return drafts
+
+    def _draft_locally(self, req_ids, specs, drafts, sampled_token_ids, num_tokens_no_spec, token_ids_cpu) -> None:
+        """Drafts from the local model for `local_draft` rows and `ngram_or_draft` rows without a match."""
+        if self.local is None:
+            return
+        rows = []
+        for i, spec in enumerate(specs):
+            wanted = spec.method == LOCAL_DRAFT or (spec.method == NGRAM_OR_DRAFT and not drafts[i])
+            room = self.max_model_len - 1 - int(num_tokens_no_spec[i])
+            if wanted and spec.k > 0 and sampled_token_ids[i] and room > 0:
+                rows.append((i, min(spec.k, room)))
+        if rows:
+            start = time.perf_counter()
+            proposed = self.local.propose(
+                [(req_ids[i], token_ids_cpu[i, : num_tokens_no_spec[i]].copy(), k) for i, k in rows]
+            )
+            seconds = time.perf_counter() - start
+            for (i, _), tokens in zip(rows, proposed):
+                drafts[i] = tokens
+            # One call drafts every method's rows: each method's steps pay all of it.
+            for method in {specs[i].method for i, _ in rows}:
+                self.timer.drafted(method, len(rows), max(k for _, k in rows), seconds)
+        self.local.keep_only(set(req_ids))

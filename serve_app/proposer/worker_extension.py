@@ -17,16 +17,16 @@ def _is_output_rank() -> bool:
 
 
 class SpecControlExtension:
-    def attach_routed_proposer(self, draft_endpoint: dict | None = None) -> bool:
+    def attach_routed_proposer(self, draft_endpoint: dict | None = None, local_draft: str | None = None) -> bool:
         """Give the routed proposer this worker's model runner (batch rows -> requests) and, on the
-        rank whose drafts count, a client of the draft worker."""
+        rank whose drafts count, a client of the draft worker and the local draft model."""
         drafter = getattr(self.model_runner, "drafter", None)
         if drafter is None or not hasattr(drafter, "attach"):
             return False
-        remote = None
-        if draft_endpoint is not None and _is_output_rank():
-            remote = RemoteDraftClient.connect(DraftEndpoint(**draft_endpoint))
-        drafter.attach(self.model_runner, remote)
+        if not _is_output_rank():
+            draft_endpoint = local_draft = None
+        remote = RemoteDraftClient.connect(DraftEndpoint(**draft_endpoint)) if draft_endpoint else None
+        drafter.attach(self.model_runner, remote, local_draft)
         return True
 
     def routed_acceptance(self) -> list[AcceptanceTally]:

@@ -61,6 +61,7 @@ class TargetServer(ReportsEngineLoad, LLMServer):
         draft_config: DraftWorkerConfig | None = None,
         tuner: DeploymentHandle | None = None,
         tuner_config: TunerConfig | None = None,
+        local_draft: str | None = None,
     ):
         await super().__init__(llm_config)
         self._routed = method == "routed"
@@ -78,7 +79,9 @@ class TargetServer(ReportsEngineLoad, LLMServer):
                         retry_after_s=draft_config.retry_after_s,
                     )
                 )
-            attached = await self.collective_rpc(ATTACH_RPC, kwargs={"draft_endpoint": endpoint})
+            attached = await self.collective_rpc(
+                ATTACH_RPC, kwargs={"draft_endpoint": endpoint, "local_draft": local_draft}
+            )
             if not all(attached):
                 raise RuntimeError(f"pool {pool}: the routed proposer did not attach in every worker: {attached}")
         replica = serve.get_replica_context().replica_id.unique_id
