@@ -75,6 +75,26 @@ def test_draft_vocabulary_must_match_target(tmp_path, test_models):
     assert "vocabulary size 4096 differs from the target's 2048" in msg
 
 
+def test_local_draft_methods_need_the_routed_pools_draft():
+    args = copy.deepcopy(config_args(LOCAL_CONFIG))
+    del pool_of(args, "routed")["speculation"]["draft"]
+    msg = validation_error(args)
+    assert "(code_edit) allows method 'ngram_or_draft' but no pool serves it" in msg
+    assert "with a draft for local_draft, ngram_or_draft" in msg
+
+
+def test_routed_pool_runs_llama_drafts_only(tmp_path, test_models):
+    draft_dir = tmp_path / "opt-draft"
+    draft_dir.mkdir()
+    cfg = json.loads((ROOT / ".cache/testmodels/draft/config.json").read_text())
+    (draft_dir / "config.json").write_text(json.dumps({**cfg, "model_type": "opt"}))
+    args = copy.deepcopy(config_args(LOCAL_CONFIG))
+    pool_of(args, "routed")["speculation"]["draft"]["source"] = str(draft_dir)
+    msg = validation_error(args)
+    assert "pools[1].speculation.draft: a routed pool runs its draft model itself, for llama" in msg
+    assert "(this one is 'opt')" in msg
+
+
 def test_unknown_hub_model_needs_architecture():
     msg = validation_error(_prod_with(source="someorg/unknown-model"))
     assert "cannot tell the shape of 'someorg/unknown-model'" in msg and "add `architecture:`" in msg

@@ -12,10 +12,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serve_app.config.architecture import Architecture, resolve_architecture, resolve_source
+from serve_app.config.architecture import Architecture, find_hf_config, resolve_architecture, resolve_source
 from serve_app.config.placement import GPU_MEMORY_GIB, plan_model
 from serve_app.config.vllm_speculative import K_FROM_DRAFT_CONFIG, to_schema_fields
-from serve_app.proposer.request_spec import DEFAULT_CLASS, LOCAL_DRAFT_METHODS, REMOTE_DRAFT, ROUTED_METHODS
+from serve_app.proposer.request_spec import (
+    DEFAULT_CLASS,
+    LOCAL_DRAFT_METHODS,
+    LOCAL_DRAFT_MODEL_TYPES,
+    REMOTE_DRAFT,
+    ROUTED_METHODS,
+)
 from serve_app.router.classifier import RECOGNISED_CLASSES
 
 K_MAX = 16
@@ -522,10 +528,18 @@ class ModelConfig(_Strict):
                 )
         for i, pool in enumerate(self.pools):
             spec = pool.speculation
-            if spec.method == "draft_model":
+            if spec.method in ("draft_model", "routed") and spec.draft is not None:
                 _check_shared_vocabulary(
                     spec.draft.shape(f"pools[{i}].speculation.draft"), target, f"pools[{i}].speculation.draft"
                 )
+            if spec.local_draft_source() is not None:
+                model_type = (find_hf_config(spec.draft.source) or {}).get("model_type")
+                if model_type is not None and model_type not in LOCAL_DRAFT_MODEL_TYPES:
+                    raise ValueError(
+                        f"pools[{i}].speculation.draft: a routed pool runs its draft model itself, for "
+                        f"{', '.join(LOCAL_DRAFT_MODEL_TYPES)} architectures only (this one is '{model_type}'); "
+                        f"use a draft_worker for remote_draft, or a draft_model pool"
+                    )
             if spec.draft_worker is not None and spec.draft_worker not in workers:
                 raise ValueError(
                     f"pools[{i}].speculation.draft_worker '{spec.draft_worker}' is not a draft worker "

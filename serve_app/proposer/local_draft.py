@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-LLAMA_TYPES = ("llama",)
+from serve_app.proposer.request_spec import LOCAL_DRAFT_MODEL_TYPES
 
 
 class _RequestCache:
@@ -46,10 +46,10 @@ class LocalDraftModel:
 
         hf = AutoModelForCausalLM.from_pretrained(source, torch_dtype=dtype).to(device).eval()
         cfg = hf.config
-        if cfg.model_type not in LLAMA_TYPES:
+        if cfg.model_type not in LOCAL_DRAFT_MODEL_TYPES:
             raise ValueError(
-                f"local draft model {source}: model_type {cfg.model_type!r}; the routed pool's local draft "
-                f"runs Llama-architecture drafts ({', '.join(LLAMA_TYPES)}); draft with a draft worker instead"
+                f"local draft model {source}: model_type {cfg.model_type!r}; a routed pool runs "
+                f"{', '.join(LOCAL_DRAFT_MODEL_TYPES)} drafts only; draft with a draft worker instead"
             )
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

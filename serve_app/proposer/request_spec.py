@@ -25,8 +25,10 @@ LOCAL_DRAFT = "local_draft"
 NGRAM_OR_DRAFT = "ngram_or_draft"
 # Methods the routed proposer runs per request inside one target engine.
 ROUTED_METHODS: tuple[str, ...] = ("ngram", REMOTE_DRAFT, LOCAL_DRAFT, NGRAM_OR_DRAFT, "none")
-# Those that need the pool's own draft model (`speculation.draft` of a routed pool).
+# Those that need the pool's own draft model (`speculation.draft` of a routed pool), and the
+# architectures (config.json model_type) `local_draft.py` runs.
 LOCAL_DRAFT_METHODS = (LOCAL_DRAFT, NGRAM_OR_DRAFT)
+LOCAL_DRAFT_MODEL_TYPES = ("llama",)
 
 
 @dataclass(frozen=True)
