@@ -79,7 +79,7 @@ def test_local_draft_methods_need_the_routed_pools_draft():
     args = copy.deepcopy(config_args(LOCAL_CONFIG))
     del pool_of(args, "routed")["speculation"]["draft"]
     msg = validation_error(args)
-    assert "(code_edit) allows method 'ngram_or_draft' but no pool serves it" in msg
+    assert "(summarize) allows method 'ngram_or_draft' but no pool serves it" in msg
     assert "with a draft for local_draft, ngram_or_draft" in msg
 
 

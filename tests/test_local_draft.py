@@ -65,3 +65,49 @@ def test_caches_of_requests_no_longer_scheduled_are_dropped_past_the_limit(draft
     drafter.propose([("c", context, 1)])
     drafter.keep_only({"b", "c"})
     assert set(drafter._caches) == {"b", "c"}
+
+
+def test_the_routed_proposer_drafts_each_row_by_its_method(draft_dir, greedy):
+    """One step of four rows: ngram_or_draft with a prompt-lookup match takes the lookup's draft,
+    without one the draft model's; local_draft always the model's; none nothing."""
+    from types import SimpleNamespace
+
+    from serve_app.proposer.request_spec import RequestSpec
+    from serve_app.proposer.routed_proposer import RoutedProposer
+
+    config = SimpleNamespace(
+        speculative_config=SimpleNamespace(num_speculative_tokens=4, prompt_lookup_min=2, prompt_lookup_max=3),
+        model_config=SimpleNamespace(max_model_len=256, dtype=torch.float32),
+        scheduler_config=SimpleNamespace(max_num_seqs=4),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1),
+    )
+    methods = {"matched": "ngram_or_draft", "unmatched": "ngram_or_draft", "local": "local_draft", "plain": "none"}
+    runner = SimpleNamespace(
+        device="cpu",
+        input_batch=SimpleNamespace(req_ids=list(methods)),
+        requests={
+            req: SimpleNamespace(sampling_params=SimpleNamespace(extra_args=RequestSpec(m, 3, "chat").to_xargs()))
+            for req, m in methods.items()
+        },
+    )
+    proposer = RoutedProposer(config)
+    proposer.attach(runner, local_draft=draft_dir)
+    contexts = {
+        "matched": [40, 41, 42, 43, 44, 45, 40, 41, 42],  # ...40 41 42 was followed by 43 44 45
+        "unmatched": list(range(500, 520)),
+        "local": list(range(700, 730)),
+        "plain": list(range(900, 910)),
+    }
+    tokens = np.zeros((4, 256), dtype=np.int64)
+    for i, ids in enumerate(contexts.values()):
+        tokens[i, : len(ids)] = ids
+    lengths = np.array([len(ids) for ids in contexts.values()])
+    drafts = proposer.propose([[ids[-1]] for ids in contexts.values()], lengths, tokens)
+    assert drafts == [
+        [43, 44, 45],
+        greedy(np.array(contexts["unmatched"]), 3),
+        greedy(np.array(contexts["local"]), 3),
+        [],
+    ]
+    # The drafting call was timed for both methods that drafted with the model.
+    assert {d["method"] for d in proposer.timings()["drafts"]} == {"ngram", "ngram_or_draft", "local_draft"}
