@@ -38,7 +38,7 @@ def _tokens(*parts) -> np.ndarray:
 
 
 def test_drafts_are_the_models_greedy_tokens_for_every_row_of_a_batch(draft_dir, greedy):
-    drafter = LocalDraftModel(draft_dir, torch.float32, "cpu", max_requests=4)
+    drafter = LocalDraftModel(draft_dir, torch.float32, "cpu")
     contexts = [np.arange(10, 60), np.arange(300, 307), np.arange(900, 1000)]
     ks = [4, 2, 3]
     drafts = drafter.propose([(str(i), c, k) for i, (c, k) in enumerate(zip(contexts, ks))])
@@ -48,7 +48,7 @@ def test_drafts_are_the_models_greedy_tokens_for_every_row_of_a_batch(draft_dir,
 def test_the_cache_follows_the_tokens_the_target_kept(draft_dir, greedy):
     """Two drafts accepted and the third replaced by the target's token; or every draft accepted
     and a bonus token after them: the next drafts continue from exactly that, as a cold model's."""
-    drafter = LocalDraftModel(draft_dir, torch.float32, "cpu", max_requests=4)
+    drafter = LocalDraftModel(draft_dir, torch.float32, "cpu")
     context = np.arange(100, 140)
     first_a, first_b = drafter.propose([("a", context, 4), ("b", context, 4)])
     corrected = _tokens(context, first_a[:2], [(first_a[2] + 1) % 2048])
@@ -56,15 +56,12 @@ def test_the_cache_follows_the_tokens_the_target_kept(draft_dir, greedy):
     assert drafter.propose([("a", corrected, 3), ("b", extended, 2)]) == [greedy(corrected, 3), greedy(extended, 2)]
 
 
-def test_caches_of_requests_no_longer_scheduled_are_dropped_past_the_limit(draft_dir):
-    drafter = LocalDraftModel(draft_dir, torch.float32, "cpu", max_requests=2)
+def test_caches_live_only_while_their_request_is_scheduled(draft_dir):
+    drafter = LocalDraftModel(draft_dir, torch.float32, "cpu")
     context = np.arange(5, 25)
     drafter.propose([("a", context, 1), ("b", context, 1)])
-    drafter.keep_only({"b"})
-    assert set(drafter._caches) == {"a", "b"}  # within the limit: a preempted request keeps its cache
-    drafter.propose([("c", context, 1)])
-    drafter.keep_only({"b", "c"})
-    assert set(drafter._caches) == {"b", "c"}
+    drafter.keep_only({"b", "c"})  # "a" finished; "b" ran without drafting this step
+    assert set(drafter._caches) == {"b"}
 
 
 def test_the_routed_proposer_drafts_each_row_by_its_method(draft_dir, greedy):

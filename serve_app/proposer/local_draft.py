@@ -41,7 +41,7 @@ class _RequestCache:
 
 
 class LocalDraftModel:
-    def __init__(self, source: str, dtype: torch.dtype, device: torch.device | str, max_requests: int):
+    def __init__(self, source: str, dtype: torch.dtype, device: torch.device | str):
         from transformers import AutoModelForCausalLM
 
         hf = AutoModelForCausalLM.from_pretrained(source, torch_dtype=dtype).to(device).eval()
@@ -72,7 +72,7 @@ class LocalDraftModel:
         # Hugging Face's frequencies carry the checkpoint's rope scaling (Llama 3's included).
         self.inv_freq = hf.model.rotary_emb.inv_freq.to(device)
         self.rope_scale = getattr(hf.model.rotary_emb, "attention_scaling", 1.0)
-        self.dtype, self.device, self.max_requests = dtype, device, max_requests
+        self.dtype, self.device = dtype, device
         self._caches: dict[str, _RequestCache] = {}
 
     def propose(self, rows: list[tuple[str, np.ndarray, int]]) -> list[list[int]]:
@@ -100,11 +100,11 @@ class LocalDraftModel:
         return drafts
 
     def keep_only(self, req_ids: set[str]) -> None:
-        """Forget requests no longer scheduled once more are held than the engine runs at once
-        (a finished request leaves no other trace here; a preempted one re-feeds its tokens)."""
-        if len(self._caches) > self.max_requests:
-            for req_id in [r for r in self._caches if r not in req_ids]:
-                del self._caches[req_id]
+        """Forget requests the step did not schedule: a finished request leaves no other trace
+        here, and these caches sit outside vLLM's KV budget, so they live only while their request
+        runs (a preempted request re-feeds its tokens when it is back)."""
+        for req_id in [r for r in self._caches if r not in req_ids]:
+            del self._caches[req_id]
 
     @torch.inference_mode()
     def _next_tokens(self, caches: list[_RequestCache], feeds: list[np.ndarray]) -> list[int]:

@@ -46,7 +46,6 @@ class RoutedProposer:
         self.k_max = spec.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
         self.dtype = vllm_config.model_config.dtype
-        self.max_requests = vllm_config.scheduler_config.max_num_seqs
         self.runner = None
         self.remote: RemoteDraftClient | None = None
         self.local: LocalDraftModel | None = None
@@ -63,7 +62,7 @@ class RoutedProposer:
         """`remote` and `local_draft` (a checkpoint) are given to the TP rank whose drafts vLLM uses;
         other ranks never draft."""
         if local_draft is not None:
-            self.local = LocalDraftModel(local_draft, self.dtype, runner.device, self.max_requests)
+            self.local = LocalDraftModel(local_draft, self.dtype, runner.device)
         self.runner = runner
         self.remote = remote
 
