@@ -216,7 +216,7 @@ def test_cpu_cores_bind_each_engine_and_are_checked(test_models):
     binds = {
         p.name: build_llm_config(model, p).runtime_env["env_vars"].get("VLLM_CPU_OMP_THREADS_BIND") for p in model.pools
     }
-    assert binds == {"plain": "0", "routed": "0", "draft": "1"}
+    assert binds == {"plain": "1", "routed": "0", "draft": "1"}
     args = _prod_with()
     pool_of(args, "routed")["cpu_cores"] = "0"
     assert "pools.routed.cpu_cores applies to accelerator kind 'cpu' only" in validation_error(args)
