@@ -223,6 +223,39 @@ def test_step_cost_is_fit_at_the_current_batch_size():
     assert fit_step_cost(steps, drafts, rows=1, draft_rows={"remote_draft": 6}).drafting == {}
 
 
+def test_a_drafting_call_is_charged_to_every_row_that_waits_for_it():
+    # Sixteen rows in the batch; the draft model drafts for two of them, prompt lookup for fourteen.
+    steps = [{"rows": 16, "verified_tokens": 16 * k, "forward_s": 0.02 + 0.001 * 16 * (1 + k)} for k in (1, 2, 3) * 10]
+    drafts = [
+        {"method": m, "rows": rows, "k": k, "seconds": fixed + per_k * k}
+        for m, rows, fixed, per_k in (("local_draft", 2, 0.004, 0.002), ("ngram", 14, 0.0002, 0.0))
+        for k in (2, 3, 4) * 10
+    ]
+    cost = fit_step_cost(steps, drafts, rows=16, draft_rows={"local_draft": 2, "ngram": 14})
+    assert cost.waiting == pytest.approx({"local_draft": 8.0, "ngram": 16 / 14})
+    forward = 0.02 + 0.001 * 16 * 5
+    assert cost.seconds(16, "local_draft", 4) == pytest.approx(forward + 8 * (0.004 + 0.002 * 4))
+    # Drafting for every row of the batch, a call holds up only the rows it drafted for.
+    every_row = [{**d, "rows": 16} for d in drafts if d["method"] == "local_draft"]
+    assert fit_step_cost(steps, every_row, rows=16, draft_rows={"local_draft": 16}).waiting == {"local_draft": 1.0}
+
+    # A chat class: the draft model is accepted far more often than prompt lookup. Alone the draft
+    # model gives it more tokens per second; drafting for 2 rows of 16, it costs the batch more.
+    local, lookup = [0.8, 0.64, 0.51, 0.41], [0.5, 0.25, 0.125, 0.06]
+    drafting = {"local_draft": (0.004, 0.002), "ngram": (0.0002, 0.0)}
+
+    def best(rows: float, waiting: dict[str, float]) -> str:
+        cost = StepCost(0.02, 0.001, drafting, waiting)
+        goodput = {
+            m: expected_tokens(s, 4) / cost.seconds(rows, m, 4) for m, s in (("local_draft", local), ("ngram", lookup))
+        }
+        return max(goodput, key=goodput.get)
+
+    assert best(1, {}) == "local_draft"
+    assert best(16, {"local_draft": 8.0, "ngram": 16 / 14}) == "ngram"
+    assert best(16, {}) == "local_draft"  # what one request's own step time would say
+
+
 def test_probes_spread_k_so_acceptance_and_cost_around_it_stay_measured():
     rng = random.Random(0)
     for k, seen in ((5, {4, 5, 6}), (0, {0, 1, 2}), (8, {7, 8})):

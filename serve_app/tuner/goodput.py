@@ -122,18 +122,24 @@ def expected_tokens(survival: list[float], k: int) -> float:
 @dataclass(frozen=True)
 class StepCost:
     """Seconds of one engine step: a forward pass of `base_s + per_token_s * tokens` (the rows'
-    own tokens plus draft tokens to verify), and per method a drafting call of `fixed_s + per_k_s * k`."""
+    own tokens plus draft tokens to verify), and per method a drafting call of `fixed_s + per_k_s * k`.
+
+    Every row of the batch waits for a drafting call, not only the rows it drafts for, so a call is
+    charged `waiting[method]` times: the batch's rows per row the call drafted for. One request's
+    own step time does not show that: with a draft model drafting for one chat row in a batch of
+    sixteen prompt-lookup rows, the chat row's goodput looked best while the batch's fell."""
 
     base_s: float
     per_token_s: float
     drafting: dict[str, tuple[float, float]]
+    waiting: dict[str, float] = field(default_factory=dict)
 
     def seconds(self, rows: float, method: str, k: int) -> float:
         forward = self.base_s + self.per_token_s * rows * (1 + k)
         if k == 0:
             return forward
         fixed_s, per_k_s = self.drafting[method]
-        return forward + fixed_s + per_k_s * k
+        return forward + (fixed_s + per_k_s * k) * self.waiting.get(method, 1.0)
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
@@ -168,7 +174,8 @@ def fit_step_cost(
     steps: list[StepSample], drafts: list[DraftSample], rows: float, draft_rows: dict[str, float]
 ) -> StepCost | None:
     """Fit `StepCost` to a `StepTimer`'s samples around the current load: forward passes of about
-    `rows` rows, and per method drafting calls of about `draft_rows[method]` rows. None until the
+    `rows` rows, and per method drafting calls of about `draft_rows[method]` rows, each charged to
+    the `rows` rows that wait for it. None until the
     forward passes seen there verified at least two different numbers of tokens. A method is left
     out of `drafting` until it was seen drafting there at two different k."""
     steps = near(steps, rows)
@@ -178,13 +185,14 @@ def fit_step_cost(
     forward = _line(tokens, np.array([s["forward_s"] for s in steps]))
     if forward is None:
         return None
-    drafting = {}
+    drafting, waiting = {}, {}
     for method, size in draft_rows.items():
         mine = [d for d in near(drafts, size) if d["method"] == method]
         line = _line(np.array([d["k"] for d in mine], dtype=float), np.array([d["seconds"] for d in mine]))
         if line is not None:
             drafting[method] = line
-    return StepCost(*forward, drafting)
+            waiting[method] = max(1.0, rows / size)
+    return StepCost(*forward, drafting, waiting)
 
 
 @dataclass(frozen=True)
