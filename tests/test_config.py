@@ -79,7 +79,7 @@ def test_local_draft_methods_need_the_routed_pools_draft():
     args = copy.deepcopy(config_args(LOCAL_CONFIG))
     del pool_of(args, "routed")["speculation"]["draft"]
     msg = validation_error(args)
-    assert "(summarize) allows method 'ngram_or_draft' but no pool serves it" in msg
+    assert "(summarize) allows method 'ngram_or_draft' but no pool the router may send to serves it" in msg
     assert "with a draft for local_draft, ngram_or_draft" in msg
 
 
@@ -172,7 +172,7 @@ def test_remote_draft_needs_a_pool_with_a_draft_worker():
     del pool_of(args, "routed")["speculation"]["draft_worker"]
     del args["models"][0]["draft_workers"]
     msg = validation_error(args)
-    assert "(chat) allows method 'remote_draft' but no pool serves it" in msg
+    assert "(chat) allows method 'remote_draft' but no pool the router may send to serves it" in msg
     assert "with a draft_worker for remote_draft" in msg
 
 
@@ -216,7 +216,7 @@ def test_cpu_cores_bind_each_engine_and_are_checked(test_models):
     binds = {
         p.name: build_llm_config(model, p).runtime_env["env_vars"].get("VLLM_CPU_OMP_THREADS_BIND") for p in model.pools
     }
-    assert binds == {"plain": "1", "routed": "0", "draft": "1"}
+    assert binds == {"plain": "1", "routed": "0,1", "draft": "1"}
     args = _prod_with()
     pool_of(args, "routed")["cpu_cores"] = "0"
     assert "pools.routed.cpu_cores applies to accelerator kind 'cpu' only" in validation_error(args)

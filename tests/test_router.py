@@ -221,7 +221,7 @@ def test_router_method_without_a_pool_is_a_config_error(test_models):
     with pytest.raises(ValidationError) as info:
         AppConfig.model_validate(args)
     msg = format_validation_error(info.value)
-    assert "router.classes[0] (code_edit) allows method 'eagle3' but no pool serves it" in msg
+    assert "router.classes[0] (code_edit) allows method 'eagle3' but no pool the router may send to serves it" in msg
 
 
 def test_router_default_must_be_allowed(test_models):
@@ -277,8 +277,16 @@ def test_route_follows_headers_then_plain_only_params_then_the_policy(test_model
     edit = route(model, _chat("Rename r to radius in this code:\n" + CODE), {}, policy, 0)
     assert (edit.request_class, edit.pool.name, edit.method, edit.reason) == ("code_edit", "routed", "ngram", "static")
     loaded = route(model, _chat("Rename r to radius in this code:\n" + CODE), {}, policy, 99)
+    # The plain pool takes no policy traffic in configs/local.yaml: the routed pool decodes plainly.
+    assert (loaded.pool.name, loaded.method, loaded.reason) == ("routed", "none", "high_load")
+    assert route(model, _chat("hi"), {METHOD_HEADER: "none"}, policy, 0).pool.name == "plain"
+    open_plain = model.model_copy(
+        update={"pools": [p.model_copy(update={"policy_traffic": True}) for p in model.pools]}
+    )
+    loaded = route(open_plain, _chat("Rename r to radius in this code:\n" + CODE), {}, policy, 99)
     assert (loaded.pool.name, loaded.method, loaded.reason) == ("plain", "none", "high_load")
-    assert route(model, _chat("hi"), {CLASS_HEADER: "chat"}, policy, 0).method == "draft_model"
+    chat = route(model, _chat("hi"), {CLASS_HEADER: "chat"}, policy, 0)
+    assert (chat.pool.name, chat.method) == ("routed", "local_draft")
 
 
 @pytest.mark.parametrize(

@@ -181,7 +181,7 @@ def project_model(
         for method in request_class.methods:
             if method == "none":
                 continue
-            pool = model.pool_for_method(method)
+            pool = model.pool_for_method(method, by_policy=True)
             routed = pool.speculation.method == "routed"
             k_max = class_k_max(model, pool, request_class.name) if routed else pool.speculation.num_speculative_tokens
             cost = pool_cost(table, model, pool, method, context)

@@ -343,6 +343,15 @@ class PoolConfig(_Strict):
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     max_ongoing_requests: int = Field(64, ge=1)
     cpu_cores: CpuCores = None
+    policy_traffic: bool = Field(
+        True,
+        description=(
+            "Whether the router's policy (goodput, high load) may send requests here. false: only requests that "
+            "name the pool or its method (x-spec-pool, x-spec-method) or need plain decoding (min_p, logit_bias) "
+            "come here; for a pool on cores another pool's engine also uses, where traffic the goodput policy "
+            "sends to it as an idle pool slows that engine."
+        ),
+    )
 
 
 class RequestClassConfig(_Strict):
@@ -485,11 +494,13 @@ class ModelConfig(_Strict):
             return None
         return min(max(self.class_k(request_class, pool), limits[0]), limits[1]), *limits
 
-    def pool_for_method(self, method: str) -> PoolConfig | None:
+    def pool_for_method(self, method: str, by_policy: bool = False) -> PoolConfig | None:
         """The pool that serves `method`: a dedicated pool first (for "none" that avoids the
-        speculation path altogether), else a routed pool that runs it per request."""
-        dedicated = [p for p in self.pools if p.speculation.method == method]
-        routed = [p for p in self.pools if method in p.speculation.methods()]
+        speculation path altogether), else a routed pool that runs it per request; `by_policy`:
+        among the pools the router's policy may send to."""
+        pools = [p for p in self.pools if p.policy_traffic or not by_policy]
+        dedicated = [p for p in pools if p.speculation.method == method]
+        routed = [p for p in pools if method in p.speculation.methods()]
         return (dedicated or routed or [None])[0]
 
     @model_validator(mode="after")
@@ -562,10 +573,11 @@ class ModelConfig(_Strict):
         if self.router is not None:
             for c, request_class in enumerate(self.router.classes):
                 for method in request_class.methods:
-                    if self.pool_for_method(method) is None:
+                    if self.pool_for_method(method, by_policy=True) is None:
                         raise ValueError(
-                            f"router.classes[{c}] ({request_class.name}) allows method '{method}' but no pool serves "
-                            f"it; add a pool with speculation.method '{method}' (or 'routed' for ngram and none, "
+                            f"router.classes[{c}] ({request_class.name}) allows method '{method}' but no pool the "
+                            f"router may send to serves it (policy_traffic); add a pool with speculation.method "
+                            f"'{method}' (or 'routed' for ngram and none, "
                             f"with a draft_worker for {REMOTE_DRAFT}, with a draft for "
                             f"{', '.join(LOCAL_DRAFT_METHODS)})"
                         )

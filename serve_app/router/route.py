@@ -113,7 +113,7 @@ def route(model: ModelConfig, body, headers: Mapping[str, str], policy: Policy |
     else:
         pool = model.pool(None)
         return Route(model.id, pool, pool.speculation.methods()[0], cls, "default")
-    pool = model.pool_for_method(method)
+    pool = model.pool_for_method(method, by_policy=reason != "explicit")
     if pool is None:
         raise RouteError(f"no pool of model '{model.id}' runs method '{method}'")
     return Route(model.id, pool, method, cls, reason)

@@ -291,7 +291,7 @@ class SpecTuner:
         for request_class in model.router.classes:
             options = {}
             for method in candidates(request_class.methods):
-                pool = model.pool_for_method(method)
+                pool = model.pool_for_method(method, by_policy=True)
                 if pool is None:
                     continue
                 if (model.id, pool.name) in self._engines:
