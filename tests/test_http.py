@@ -386,35 +386,38 @@ def test_prometheus_metrics_tell_pools_apart(openai_client, ray_cluster):
 
 
 def test_the_router_sends_a_class_where_its_evidence_says(openai_client, serve_app, ray_cluster):
-    """Code edits run on the routed pool (ngram) and the draft-model pool until the spec tuner has
-    evidence for both; a code edit sent with no method then goes where GET /v1/spec/router says,
-    and that pool's own vLLM request counter counts it."""
-    code_edit = {"x-request-class": "code_edit"}
+    """Summaries run on prompt lookup and ngram_or_draft until the spec tuner has evidence for
+    both; a summary sent with no method then gets what GET /v1/spec/router says, and the pool
+    that serves it counts it in its own vLLM request counter."""
+    summarize = {"x-request-class": "summarize"}
+    methods = ("ngram_or_draft", "ngram")
 
     def evidence_for_both():
-        for method in ("ngram", "draft_model"):
-            _complete(openai_client, method, headers=code_edit, prompt=CODE_EDIT)
-        options = httpx.get(f"{serve_app}/v1/spec/router", timeout=10).json()[MODEL]["code_edit"]["options"]
-        return options if all(options[m]["goodput"] for m in ("ngram", "draft_model")) else None
+        for method in methods:
+            _complete(openai_client, method, headers=summarize, prompt=CODE_EDIT)
+        options = httpx.get(f"{serve_app}/v1/spec/router", timeout=10).json()[MODEL]["summarize"]["options"]
+        return options if all(options[m]["goodput"] for m in methods) else None
 
-    options = wait_until(evidence_for_both, 180, "goodput evidence for code edits on both pools", 2)
-    assert options["draft_model"]["evidence"]["drafts"] > 0 and options["ngram"]["evidence"]["drafts"] > 0
+    options = wait_until(evidence_for_both, 180, "goodput evidence for summaries on both methods", 2)
+    assert all(options[m]["evidence"]["drafts"] > 0 for m in methods)
 
     def plan() -> str:
-        return httpx.get(f"{serve_app}/v1/spec/router", timeout=10).json()[MODEL]["code_edit"]["method"]
+        return httpx.get(f"{serve_app}/v1/spec/router", timeout=10).json()[MODEL]["summarize"]["method"]
+
+    model = AppConfig.model_validate(local_args()).models[0]
 
     def routed_by_the_table():
         method = plan()
-        pool = POOL_OF[method]
+        pool = model.pool_for_method(method, by_policy=True).name
         before = settled_pool_counters(ray_cluster["metrics_url"], pool, 0)["requests"]
-        response = _complete(openai_client, headers=code_edit, prompt=CODE_EDIT)
+        response = _complete(openai_client, headers=summarize, prompt=CODE_EDIT)
         if response.headers["x-spec-reason"] != "goodput" or plan() != method:
             return None  # one of the few exploring requests, or the plan moved meanwhile: try again
         assert response.headers["x-spec-method"] == method
         assert response.headers["x-spec-pool"] == pool
         return settled_pool_counters(ray_cluster["metrics_url"], pool, before + 1)["requests"] >= before + 1
 
-    assert wait_until(routed_by_the_table, 120, "a code edit routed by the table", 0)
+    assert wait_until(routed_by_the_table, 120, "a summary routed by the table", 0)
 
 
 def test_acceptance_per_pool_class_and_method_is_one_get_away(openai_client, serve_app):
