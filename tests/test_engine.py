@@ -106,8 +106,9 @@ def test_every_engine_of_the_app_is_one_process_on_tcmalloc(serve_app, ray_clust
 
 
 def test_every_engine_of_the_app_runs_on_the_cores_its_config_names(serve_app, ray_cluster):
-    """Each engine's threads stay on its pool's (or draft worker's) `cpu_cores`, with one OpenMP
-    and one numba thread per core: unbound, two busy engines span on each other's core."""
+    """Each engine's threads stay on its pool's (or draft worker's) `cpu_cores` (vLLM pins each
+    OpenMP thread to one of them), with one OpenMP and one numba thread per core: unbound, two
+    busy engines span on each other's core."""
     model = AppConfig.model_validate(local_args()).models[0]
     configured = {deployment_name("target", model, p.name): p.cpu_cores for p in model.pools}
     configured |= {deployment_name("draft", model, w.name): w.cpu_cores for w in model.draft_workers}
@@ -123,7 +124,7 @@ def test_every_engine_of_the_app_runs_on_the_cores_its_config_names(serve_app, r
                 affinity = psutil.Process(thread.id).cpu_affinity()
             except psutil.NoSuchProcess:  # a thread that ended since the listing
                 continue
-            assert affinity == cores, f"{name}: thread {thread.id} runs on {affinity}, not {cores}"
+            assert set(affinity) <= set(cores), f"{name}: thread {thread.id} runs on {affinity}, not {cores}"
         env = proc.environ()
         assert env["OMP_NUM_THREADS"] == env[engine.NUMBA_THREADS_ENV] == str(len(cores)), name
         seen[name] = cores

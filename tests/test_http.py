@@ -152,10 +152,11 @@ def test_unknown_pool_method_or_class_is_400(openai_client):
 
 def test_explicit_class_picks_its_method(openai_client):
     raw = _complete(openai_client, headers={"x-request-class": "bulk"})
+    # The plain pool takes no policy traffic (configs/local.yaml): the routed pool decodes plainly.
     assert (raw.headers["x-request-class"], raw.headers["x-spec-method"], raw.headers["x-spec-pool"]) == (
         "bulk",
         "none",
-        PLAIN_POOL,
+        ROUTED_POOL,
     )
 
 
