@@ -76,7 +76,13 @@ def _steady_traffic(base: str):
         {"model": MODEL, "messages": [{"role": "user", "content": f"Tell me about rivers {i}"}], "max_tokens": 24}
         for i in range(2)
     ]
-    headers = ({}, {"x-spec-method": "remote_draft", "x-spec-k": "3"}, {"x-spec-pool": PLAIN_POOL})
+    # Every pool steps: the router sends all classes to the routed pool, so the others are named.
+    headers = (
+        {},
+        {"x-spec-method": "remote_draft", "x-spec-k": "3"},
+        {"x-spec-pool": PLAIN_POOL},
+        {"x-spec-method": "draft_model"},
+    )
     stop, results = threading.Event(), []
 
     def send():
