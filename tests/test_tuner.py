@@ -344,7 +344,27 @@ def test_an_idle_class_keeps_its_k_while_other_classes_load_the_pool():
     # Code edits alone at 16 rows a step: chat is not re-judged on a batch it is not in...
     assert [c for t in range(15, 50, 5) for c in period(t, (code,), rows=16)] == []
     # ...until its own requests run at that batch size, where shorter drafts pay.
-    assert [c for t in range(50, 70, 5) for c in period(t, (chat, code), rows=16)] == [("chat", "ngram", 8, 4)]
+    assert [c for t in range(50, 70, 5) for c in period(t, (chat, code), rows=16)] == [("chat", "ngram", 8, 3)]
+
+
+def test_a_new_batch_size_is_judged_on_its_own_goodput_not_blended_with_the_old_ones():
+    """Smoothing averages noisy fits at one load; when the load moves, the old load's goodput
+    curve would hold k at its old best for several periods."""
+    tuner = _routed_tuner(min_dwell_s=0, smoothing=0.2)
+    chat = ("chat", "ngram")
+    asked, accepted = [0] * 8, [0] * 8
+
+    def period(now: float, rows: int) -> list:
+        asked[:] = [x + 200 for x in asked]
+        accepted[:] = [x + round(200 * 0.8 ** (i + 1)) for i, x in enumerate(accepted)]
+        tuner.ingest("r1", _report({chat: (list(asked), list(accepted))}, rows=rows, verified=8, forward_s=0.02), now)
+        return [change for change in tuner.decide(now) if change[:2] == chat]
+
+    assert [c for t in range(5, 30, 5) for c in period(t, rows=1)] == []
+    assert tuner.keys[chat].k == 8
+    # 16 rows a step from t=30: the drafting cost is known there from the second period on, and
+    # that first decision at 16 rows moves k.
+    assert [period(t, rows=16) for t in (30, 35)] == [[], [("chat", "ngram", 8, 3)]]
 
 
 def test_tuner_config_is_validated():
