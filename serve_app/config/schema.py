@@ -110,7 +110,7 @@ class TunerConfig(_Strict):
         gt=0,
         le=1,
         description="Weight of the newest period's goodput per k against the "
-        "earlier ones, so one noisy cost fit cannot move k.",
+        "earlier ones at about the same batch size, so one noisy cost fit cannot move k.",
     )
     min_drafts: int = Field(
         20,
