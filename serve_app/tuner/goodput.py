@@ -165,9 +165,14 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     return float(intercept), slope
 
 
+def near_rows(rows: float, at: float) -> bool:
+    """Whether a batch of `rows` rows is about the size `at`, within a factor of NEAR_ROWS."""
+    return at / NEAR_ROWS <= rows <= at * NEAR_ROWS
+
+
 def near(samples: list[Sample], rows: float) -> list[Sample]:
     """The samples taken at about `rows` rows."""
-    return [s for s in samples if rows / NEAR_ROWS <= s["rows"] <= rows * NEAR_ROWS]
+    return [s for s in samples if near_rows(s["rows"], rows)]
 
 
 def fit_step_cost(

@@ -38,7 +38,7 @@ from serve_app.contract import (
 from serve_app.observability import metrics
 from serve_app.router.planner import NONE, ClassPlan, Option, candidates, plan_class
 from serve_app.tuner.evidence import ClassEvidence, EnginePool, ReplicaTotals
-from serve_app.tuner.goodput import NEAR_ROWS, StepCost, choose_k, expected_tokens, fit_step_cost
+from serve_app.tuner.goodput import StepCost, choose_k, expected_tokens, fit_step_cost, near_rows
 
 # Ray Serve keeps this logger's records in the replica's log (a module logger's INFO is dropped).
 logger = logging.getLogger("ray.serve")
@@ -128,7 +128,7 @@ class PoolTuner:
             survival = state.estimate.survival(state.k_max, self.config.min_drafts)
             if state.pinned or cost is None or method not in cost.drafting or survival is None:
                 continue  # held, or too little seen yet: k stays
-            if not state.goodput_rows / NEAR_ROWS <= max(1.0, rows) <= state.goodput_rows * NEAR_ROWS:
+            if not near_rows(self.rows, state.goodput_rows):
                 state.goodput = None  # another batch size's curve: blended in, it would slow the move to this one's k
             choice = choose_k(
                 survival,
@@ -142,7 +142,7 @@ class PoolTuner:
                 state.goodput,
                 self.config.smoothing,
             )
-            state.goodput, state.goodput_rows = choice.goodput, max(1.0, rows)
+            state.goodput, state.goodput_rows = choice.goodput, self.rows
             state.last = {
                 "rows": round(rows, 2),
                 "survival": [round(p, 3) for p in survival],
